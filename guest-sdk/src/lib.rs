@@ -1,0 +1,330 @@
+//! `switchyard-guest`: write a Switchyard plugin as a plain Rust type.
+//!
+//! A plugin implements [`Plugin`] and calls [`export!`] once. The SDK owns the
+//! WebAssembly plumbing (the `switchyard:plugin` world from `wit/`, generated
+//! with wit-bindgen), parses the endpoint's configuration into your typed
+//! `Config` with serde, and hands you each event as an [`Event`] with helpers
+//! for Keygen-shaped JSON:API payloads.
+//!
+//! ```
+//! use serde::Deserialize;
+//! use switchyard_guest::{Error, Event, Outcome, Plugin};
+//!
+//! /// Drops every event whose license is not in the configured policy.
+//! pub struct OnlyPolicy {
+//!     policy: String,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! pub struct Config {
+//!     policy: String,
+//! }
+//!
+//! impl Plugin for OnlyPolicy {
+//!     type Config = Config;
+//!
+//!     fn new(config: Config) -> Result<Self, Error> {
+//!         if config.policy.is_empty() {
+//!             return Err(Error::bad_config("`policy` must not be empty"));
+//!         }
+//!         Ok(OnlyPolicy { policy: config.policy })
+//!     }
+//!
+//!     fn handle(&mut self, event: &Event) -> Result<Outcome, Error> {
+//!         let doc = event.document()?;
+//!         match doc.relationship_id("policy") {
+//!             Some(id) if id == self.policy => Ok(Outcome::Pass),
+//!             _ => Ok(Outcome::skip("license is in another policy")),
+//!         }
+//!     }
+//! }
+//!
+//! switchyard_guest::export!(OnlyPolicy);
+//!
+//! # fn main() {
+//! // The same type runs natively, which is how plugins are unit-tested:
+//! let mut plugin = OnlyPolicy::new(Config { policy: "p1".into() }).unwrap();
+//! let event = Event::new(
+//!     "license.created",
+//!     br#"{"data":{"id":"l1","type":"licenses","attributes":{},
+//!          "relationships":{"policy":{"data":{"type":"policies","id":"p1"}}}}}"#.to_vec(),
+//! );
+//! assert_eq!(plugin.handle(&event).unwrap(), Outcome::Pass);
+//! # }
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+mod document;
+pub mod log;
+
+pub use document::Document;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "switchyard_guest::bindings",
+    });
+}
+
+/// A plugin: built once per instance from its configuration, then called
+/// once per (event, endpoint).
+pub trait Plugin: Sized + 'static {
+    /// The endpoint-specific configuration, deserialized from the JSON the
+    /// host passes (`{}` when the endpoint gives none).
+    type Config: DeserializeOwned;
+
+    /// Builds the plugin. Return [`Error::bad_config`] to reject the
+    /// configuration: the endpoint then fails to load, with your message.
+    fn new(config: Self::Config) -> Result<Self, Error>;
+
+    /// Decides what happens to one event.
+    fn handle(&mut self, event: &Event) -> Result<Outcome, Error>;
+}
+
+/// One account event as handed to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Stable event id, the same on every attempt.
+    pub id: String,
+    /// Account id.
+    pub account: String,
+    /// Endpoint id this call is made for.
+    pub endpoint: String,
+    /// Event type, e.g. `license.validation.succeeded`.
+    pub event_type: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// The resource document as JSON bytes.
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// An event with placeholder id/account/endpoint/time: handy in tests.
+    pub fn new(event_type: &str, payload: Vec<u8>) -> Self {
+        Event {
+            id: "00000000-0000-0000-0000-000000000000".into(),
+            account: "test-account".into(),
+            endpoint: "test-endpoint".into(),
+            event_type: event_type.into(),
+            created: "1970-01-01T00:00:00Z".into(),
+            created_ms: 0,
+            payload,
+        }
+    }
+
+    /// Parses the payload as a JSON:API resource document.
+    pub fn document(&self) -> Result<Document, Error> {
+        Document::parse(&self.payload)
+    }
+
+    /// The family of the event type: `license` for `license.validation.succeeded`.
+    pub fn family(&self) -> &str {
+        self.event_type.split('.').next().unwrap_or("")
+    }
+
+    /// The action part of the event type: `validation.succeeded` for
+    /// `license.validation.succeeded` (empty when there is no dot).
+    pub fn action(&self) -> &str {
+        self.event_type.split_once('.').map(|(_, a)| a).unwrap_or("")
+    }
+}
+
+/// A new HTTP body for the delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replacement {
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// What a plugin decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deliver unchanged; the next plugin runs.
+    Pass,
+    /// Do not deliver; recorded as filtered with this reason.
+    Skip(String),
+    /// New payload (resource document) for the rest of the chain and the
+    /// default envelope.
+    Rewrite(Vec<u8>),
+    /// New HTTP body; ends the chain.
+    Replace(Replacement),
+}
+
+impl Outcome {
+    /// `Outcome::Skip` with a reason.
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Outcome::Skip(reason.into())
+    }
+
+    /// Rewrites the payload to this JSON value.
+    pub fn rewrite_json(value: &Value) -> Result<Self, Error> {
+        serde_json::to_vec(value)
+            .map(Outcome::Rewrite)
+            .map_err(|e| Error::internal(format!("cannot serialize payload: {e}")))
+    }
+
+    /// Replaces the body with this JSON value (`application/json`).
+    pub fn json(value: &impl serde::Serialize) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot serialize body: {e}")))?;
+        Ok(Outcome::Replace(Replacement {
+            body,
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+        }))
+    }
+
+    /// Adds a header to a `Replace` outcome (no effect on other outcomes).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        if let Outcome::Replace(r) = &mut self {
+            r.headers.push((name.into(), value.into()));
+        }
+        self
+    }
+}
+
+/// The kind of a plugin error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadConfig,
+    BadInput,
+    Internal,
+}
+
+/// A typed plugin error with a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl Error {
+    pub fn bad_config(message: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::BadConfig, message: message.into() }
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::BadInput, message: message.into() }
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::Internal, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            ErrorKind::BadConfig => "bad config",
+            ErrorKind::BadInput => "bad input",
+            ErrorKind::Internal => "internal error",
+        };
+        write!(f, "{kind}: {}", self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Parses a plugin configuration the way the host-facing glue does: JSON
+/// text into `P::Config` (`{}` for an empty string), then `P::new`.
+pub fn configure<P: Plugin>(config: &str) -> Result<P, Error> {
+    let text = if config.trim().is_empty() { "{}" } else { config };
+    let parsed: P::Config = serde_json::from_str(text)
+        .map_err(|e| Error::bad_config(format!("invalid configuration: {e}")))?;
+    P::new(parsed)
+}
+
+/// Glue used by [`export!`]; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use crate::bindings::switchyard::plugin::types as wit;
+    use std::cell::RefCell;
+
+    pub struct Slot<P>(RefCell<Option<P>>);
+    // A component instance is single-threaded; the slot is never shared.
+    unsafe impl<P> Sync for Slot<P> {}
+    impl<P> Slot<P> {
+        pub const fn new() -> Self {
+            Slot(RefCell::new(None))
+        }
+    }
+
+    fn to_wit_error(e: Error) -> wit::Error {
+        let kind = match e.kind {
+            ErrorKind::BadConfig => wit::ErrorKind::BadConfig,
+            ErrorKind::BadInput => wit::ErrorKind::BadInput,
+            ErrorKind::Internal => wit::ErrorKind::Internal,
+        };
+        wit::Error { kind, message: e.message }
+    }
+
+    pub fn configure<P: Plugin>(slot: &Slot<P>, config: String) -> Result<(), wit::Error> {
+        crate::log::install_panic_hook();
+        let plugin = super::configure::<P>(&config).map_err(to_wit_error)?;
+        *slot.0.borrow_mut() = Some(plugin);
+        Ok(())
+    }
+
+    pub fn handle<P: Plugin>(slot: &Slot<P>, event: wit::Event) -> Result<wit::Outcome, wit::Error> {
+        let mut guard = slot.0.borrow_mut();
+        let plugin = guard
+            .as_mut()
+            .ok_or_else(|| to_wit_error(Error::internal("handle called before configure")))?;
+        let event = Event {
+            id: event.id,
+            account: event.account,
+            endpoint: event.endpoint,
+            event_type: event.event_type,
+            created: event.created,
+            created_ms: event.created_ms,
+            payload: event.payload,
+        };
+        match plugin.handle(&event).map_err(to_wit_error)? {
+            Outcome::Pass => Ok(wit::Outcome::Pass),
+            Outcome::Skip(reason) => Ok(wit::Outcome::Skip(reason)),
+            Outcome::Rewrite(payload) => Ok(wit::Outcome::Rewrite(payload)),
+            Outcome::Replace(r) => Ok(wit::Outcome::Replace(wit::Replacement {
+                body: r.body,
+                content_type: r.content_type,
+                headers: r.headers,
+            })),
+        }
+    }
+}
+
+/// Exports a [`Plugin`] type as the component's `configure`/`handle`.
+/// Call it once, at the top level of your plugin crate.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty) => {
+        const _: () = {
+            static __SWITCHYARD_SLOT: $crate::__private::Slot<$plugin> =
+                $crate::__private::Slot::new();
+            struct __SwitchyardExport;
+            impl $crate::bindings::Guest for __SwitchyardExport {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), $crate::bindings::switchyard::plugin::types::Error> {
+                    $crate::__private::configure::<$plugin>(&__SWITCHYARD_SLOT, config)
+                }
+                fn handle(
+                    event: $crate::bindings::switchyard::plugin::types::Event,
+                ) -> ::core::result::Result<
+                    $crate::bindings::switchyard::plugin::types::Outcome,
+                    $crate::bindings::switchyard::plugin::types::Error,
+                > {
+                    $crate::__private::handle::<$plugin>(&__SWITCHYARD_SLOT, event)
+                }
+            }
+            $crate::bindings::__export_plugin_world!(__SwitchyardExport with_types_in $crate::bindings);
+        };
+    };
+}

@@ -1,0 +1,1 @@
+//! Switchyard: a webhook event router.

@@ -1,0 +1,90 @@
+//! `misbehave`: a test plugin whose behaviour is chosen by its config, used by
+//! the host's tests to exercise every outcome and every failure the sandbox
+//! must contain. Config: `{"mode": "...", ...}`:
+//! - `replace` (default): replaces the body with `{"tag": <tag>, "event": <type>}`
+//!   and the headers in `headers`;
+//! - `pass`, `skip`, `rewrite` (payload becomes `{"rewritten": true}`);
+//! - `error`: returns a bad-input error;
+//! - `panic`: panics with "misbehave panicked on purpose";
+//! - `loop`: spins forever;
+//! - `alloc`: allocates without bound;
+//! - `huge`: replaces the body with `size` bytes (default 10 MiB);
+//! - `reject`: rejects its configuration.
+
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_guest::{Error, Event, Outcome, Plugin, Replacement};
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Config {
+    pub mode: Option<String>,
+    pub tag: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub size: Option<usize>,
+}
+
+pub struct Misbehave {
+    mode: String,
+    tag: String,
+    headers: Vec<(String, String)>,
+    size: usize,
+}
+
+impl Plugin for Misbehave {
+    type Config = Config;
+
+    fn new(c: Config) -> Result<Self, Error> {
+        let mode = c.mode.unwrap_or_else(|| "replace".into());
+        if mode == "reject" {
+            return Err(Error::bad_config("misbehave rejects this configuration on purpose"));
+        }
+        Ok(Misbehave {
+            mode,
+            tag: c.tag.unwrap_or_else(|| "misbehave".into()),
+            headers: c.headers,
+            size: c.size.unwrap_or(10 << 20),
+        })
+    }
+
+    fn handle(&mut self, event: &Event) -> Result<Outcome, Error> {
+        match self.mode.as_str() {
+            "pass" => Ok(Outcome::Pass),
+            "skip" => Ok(Outcome::skip(format!("{} skipped it", self.tag))),
+            "rewrite" => Outcome::rewrite_json(&json!({"rewritten": true, "tag": self.tag})),
+            "error" => Err(Error::bad_input("misbehave refuses this event")),
+            "panic" => panic!("misbehave panicked on purpose"),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "huge" => Ok(Outcome::Replace(Replacement {
+                body: vec![b'x'; self.size],
+                content_type: "text/plain".into(),
+                headers: Vec::new(),
+            })),
+            _ => {
+                let mut out = Outcome::json(&json!({
+                    "tag": self.tag,
+                    "event": event.event_type,
+                    "id": event.id,
+                }))?;
+                for (k, v) in &self.headers {
+                    out = out.with_header(k, v);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+switchyard_guest::export!(Misbehave);
