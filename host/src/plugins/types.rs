@@ -1,0 +1,126 @@
+//! The host-side vocabulary of plugin calls: what goes in (an event), what
+//! comes out (an outcome), and the typed errors a call or a load can end in.
+
+use std::fmt;
+use std::time::Duration;
+
+/// One event as handed to a plugin (mirrors `switchyard:plugin/types.event`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginEvent {
+    pub id: String,
+    pub account: String,
+    pub endpoint: String,
+    pub event_type: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// The resource document (JSON bytes).
+    pub payload: Vec<u8>,
+}
+
+/// What a plugin decided for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Deliver unchanged; the next plugin runs.
+    Pass,
+    /// Do not deliver: the delivery is recorded as filtered.
+    Skip(String),
+    /// New payload for the rest of the chain and the default envelope.
+    Rewrite(Vec<u8>),
+    /// New HTTP body; ends the chain.
+    Replace {
+        body: Vec<u8>,
+        content_type: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
+/// Why a plugin could not be loaded or called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginErrorKind {
+    /// No plugin of that name is loaded (or the file does not exist).
+    NotLoaded,
+    /// The file is not a WebAssembly component (or does not compile).
+    NotAComponent,
+    /// The component does not implement the `switchyard:plugin` world.
+    WrongWorld,
+    /// The plugin rejected its configuration.
+    BadConfig,
+    /// The plugin refused this event.
+    BadInput,
+    /// The plugin reported an internal error.
+    Internal,
+    /// The plugin trapped (panic, unreachable, ...).
+    Trap,
+    /// The call ran past its CPU deadline.
+    Deadline,
+    /// The plugin hit its memory cap.
+    OutOfMemory,
+    /// The plugin's output breaks a host rule (forbidden header, too large, ...).
+    InvalidOutput,
+}
+
+impl PluginErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginErrorKind::NotLoaded => "not_loaded",
+            PluginErrorKind::NotAComponent => "not_a_component",
+            PluginErrorKind::WrongWorld => "wrong_world",
+            PluginErrorKind::BadConfig => "bad_config",
+            PluginErrorKind::BadInput => "bad_input",
+            PluginErrorKind::Internal => "internal",
+            PluginErrorKind::Trap => "trap",
+            PluginErrorKind::Deadline => "deadline",
+            PluginErrorKind::OutOfMemory => "out_of_memory",
+            PluginErrorKind::InvalidOutput => "invalid_output",
+        }
+    }
+}
+
+/// A typed plugin error: which plugin, what kind, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub plugin: String,
+    pub kind: PluginErrorKind,
+    pub message: String,
+}
+
+impl PluginError {
+    pub fn new(plugin: impl Into<String>, kind: PluginErrorKind, message: impl Into<String>) -> Self {
+        PluginError { plugin: plugin.into(), kind, message: message.into() }
+    }
+}
+
+impl fmt::Display for PluginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {}: {}: {}", self.plugin, self.kind.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for PluginError {}
+
+/// Sandbox and runtime settings (`[plugins]` in `router.toml`).
+#[derive(Debug, Clone)]
+pub struct RuntimeSettings {
+    /// CPU deadline of one call (epoch interruption). Default 50 ms.
+    pub deadline: Duration,
+    /// Linear-memory cap of one instance. Default 32 MiB.
+    pub memory_limit: usize,
+    /// Largest body a plugin may return. Default 5 MiB.
+    pub max_output: usize,
+    /// Where compiled components are cached (`<data_dir>/plugin-cache`);
+    /// `None` disables the cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            deadline: Duration::from_millis(50),
+            memory_limit: 32 << 20,
+            max_output: 5 << 20,
+            cache_dir: None,
+        }
+    }
+}
