@@ -56,8 +56,10 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub mod base64;
 mod document;
 pub mod log;
+pub mod testing;
 
 pub use document::Document;
 
