@@ -1,6 +1,24 @@
 //! Plugins: the wasmtime engine, the compiled-artifact cache, the registry of
 //! loaded plugins with hot reload, and sandboxed calls.
+//!
+//! * `engine` — engine configuration, epoch ticker, the sandbox (store state,
+//!   limiter, empty WASI), error classification;
+//! * `cache` — compile once, cache compiled artifacts on disk;
+//! * `runtime` — [`PluginRuntime`] (registry, loads, swaps) and [`Binding`]
+//!   (a plugin bound to one configuration, with its warm instance pool);
+//! * `output` — host rules on plugin output;
+//! * `watch` — hot reload of the plugin folder;
+//! * `cli` — `switchyard plugin run` / `plugin check`.
 
+mod cache;
+pub mod cli;
+mod engine;
+mod output;
+mod runtime;
 mod types;
+mod watch;
 
+pub use engine::RuntimeOptions;
+pub use runtime::{Binding, LoadReport, PluginRuntime, PluginStatus, RuntimeStats};
 pub use types::*;
+pub use watch::{DEBOUNCE, PluginWatcher};

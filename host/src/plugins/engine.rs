@@ -1,0 +1,330 @@
+//! The wasmtime engine and the sandbox every plugin call runs in: engine
+//! configuration (component model, epoch interruption, pooling allocator),
+//! the epoch ticker, the per-store state (empty WASI context, memory limiter,
+//! the `log` import) and the mapping of wasmtime errors to [`PluginErrorKind`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use super::types::{PluginError, PluginErrorKind, RuntimeSettings};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit",
+    });
+}
+
+pub(crate) use bindings::switchyard::plugin::types as wit;
+pub(crate) use bindings::{Plugin as PluginWorld, PluginPre};
+
+/// How often the ticker thread advances the engine's epoch.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Knobs that are not part of `router.toml` but matter to benchmarks and
+/// tests: instance strategy and pooling-allocator sizing.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Keep a pool of configured instances per binding and reuse them
+    /// (default). `false` instantiates and configures a fresh instance for
+    /// every call (measured in `BENCHMARKS.md`).
+    pub warm_instances: bool,
+    /// Most idle warm instances kept per binding (per plugin version).
+    pub max_idle_per_binding: usize,
+    /// Use wasmtime's pooling allocator (falls back to on-demand allocation
+    /// when the pool cannot be reserved).
+    pub pooling: bool,
+    /// Component instances the pool can hold at once (live calls plus idle
+    /// warm instances, across all plugins).
+    pub pool_instances: u32,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        RuntimeOptions {
+            warm_instances: true,
+            max_idle_per_binding: cores.max(2),
+            pooling: true,
+            pool_instances: 256,
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(1 << 20);
+    config.parallel_compilation(true);
+    config
+}
+
+/// Builds the engine; returns it and whether the pooling allocator is used.
+pub(crate) fn make_engine(
+    settings: &RuntimeSettings,
+    options: &RuntimeOptions,
+) -> anyhow::Result<(Engine, bool)> {
+    if options.pooling {
+        let mut config = base_config();
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = options.pool_instances.max(8);
+        // A Rust `wasm32-wasip2` component has a handful of core instances
+        // (the program, the WASI adapter's shims) and one or two memories.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances * 8)
+            .max_core_instances_per_component(32)
+            .total_memories(instances * 2)
+            .total_tables(instances * 4)
+            .total_stacks(0)
+            // The pool's per-memory cap: the sandbox limit rounded up to a
+            // 64 KiB page; `StoreLimits` enforces the exact figure.
+            .max_memory_size(settings.memory_limit.div_ceil(65536) * 65536)
+            .table_elements(20_000)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        match Engine::new(&config) {
+            Ok(engine) => return Ok((engine, true)),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot reserve the plugin instance pool; falling back to on-demand allocation"
+            ),
+        }
+    }
+    Ok((Engine::new(&base_config())?, false))
+}
+
+/// Advances the engine's epoch every [`TICK`] until dropped.
+pub(crate) struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    pub(crate) fn start(engine: &Engine) -> anyhow::Result<Ticker> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(Ticker {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Deadline in epoch ticks (at least 1).
+pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+    (deadline.as_micros().div_ceil(TICK.as_micros()) as u64).max(1)
+}
+
+/// Memory (and table) limiter that remembers whether it refused a growth, so
+/// the trap that follows (Rust's allocation-failure abort) is reported as
+/// out-of-memory rather than a generic trap.
+pub(crate) struct Limiter {
+    memory_limit: usize,
+    pub(crate) denied: bool,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_limit {
+            self.denied = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+    fn tables(&self) -> usize {
+        64
+    }
+    fn memories(&self) -> usize {
+        16
+    }
+}
+
+/// A wall clock stuck at the Unix epoch: plugins get no ambient time (the
+/// event carries its creation time).
+struct FrozenWallClock;
+impl HostWallClock for FrozenWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A monotonic clock that never advances.
+struct FrozenMonotonicClock;
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// Per-store state: the (empty) WASI context, the limiter, the plugin's name
+/// for its log lines, and the last panic message it logged.
+pub(crate) struct State {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    plugin: Arc<str>,
+    pub(crate) panic_message: Option<String>,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl wit::Host for State {}
+
+impl bindings::switchyard::plugin::log::Host for State {
+    fn log(&mut self, level: bindings::switchyard::plugin::log::Level, message: String) {
+        use bindings::switchyard::plugin::log::Level;
+        let plugin = &*self.plugin;
+        // Cap what one line can put in the host's logs.
+        let mut message = message;
+        if message.len() > 8192 {
+            let mut cut = 8192;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str("…");
+        }
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => {
+                tracing::error!(plugin, "{message}");
+                if let Some(p) = message.strip_prefix("panic: ") {
+                    self.panic_message = Some(p.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A store for one instance: empty WASI (no args, env, preopens, network;
+/// stdin closed, stdout/stderr discarded; frozen clocks), memory cap.
+pub(crate) fn new_store(engine: &Engine, plugin: &Arc<str>, memory_limit: usize) -> Store<State> {
+    let wasi = WasiCtx::builder()
+        .wall_clock(FrozenWallClock)
+        .monotonic_clock(FrozenMonotonicClock)
+        .allow_blocking_current_thread(true)
+        .build();
+    let state = State {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: Limiter {
+            memory_limit,
+            denied: false,
+        },
+        plugin: plugin.clone(),
+        panic_message: None,
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    store
+}
+
+/// The linker: WASI p2 (sync) plus the `log` import.
+pub(crate) fn make_linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    Ok(linker)
+}
+
+/// Maps an error raised by wasmtime during instantiation or a call.
+pub(crate) fn classify(
+    plugin: &str,
+    err: wasmtime::Error,
+    state: &mut State,
+    deadline: Duration,
+    memory_limit: usize,
+) -> PluginError {
+    let trap = err.downcast_ref::<wasmtime::Trap>().copied();
+    let panic = state.panic_message.take();
+    if trap == Some(wasmtime::Trap::Interrupt) {
+        return PluginError::new(
+            plugin,
+            PluginErrorKind::Deadline,
+            format!(
+                "call exceeded its CPU deadline of {} ms",
+                deadline.as_millis()
+            ),
+        );
+    }
+    if state.limiter.denied {
+        return PluginError::new(
+            plugin,
+            PluginErrorKind::OutOfMemory,
+            format!(
+                "plugin hit its memory cap of {} MiB",
+                memory_limit as f64 / (1 << 20) as f64
+            ),
+        );
+    }
+    let message = match (trap, panic) {
+        (_, Some(p)) => format!("plugin panicked: {p}"),
+        (Some(t), None) => format!("plugin trapped: {t}"),
+        (None, None) => format!("{err:#}"),
+    };
+    PluginError::new(plugin, PluginErrorKind::Trap, message)
+}

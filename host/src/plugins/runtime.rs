@@ -1,0 +1,758 @@
+//! The registry of loaded plugins and the call path.
+//!
+//! * A [`Slot`] per plugin name holds the current [`Version`] (compiled
+//!   component + `InstancePre`) behind an `RwLock<Option<Arc<..>>>`: a swap is
+//!   one pointer write; a call clones the `Arc` and keeps its version until it
+//!   returns, so calls in flight finish on the old version.
+//! * A [`Binding`] is (plugin name, configuration). For each version it keeps
+//!   a pool of configured warm instances: a call pops one under a short
+//!   mutex, runs without any lock held, and pushes it back only if the call
+//!   ended normally (a trapped, timed-out or out-of-memory instance is
+//!   dropped).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::Store;
+use wasmtime::component::Component;
+
+use super::cache;
+use super::engine::{self, PluginPre, PluginWorld, RuntimeOptions, State, Ticker, wit};
+use super::output;
+use super::types::*;
+
+/// Status of one plugin, for the admin API and `statuses()`.
+#[derive(Debug, Clone)]
+pub struct PluginStatus {
+    pub name: String,
+    /// Whether a version is loaded and serving.
+    pub loaded: bool,
+    /// SHA-256 (hex) of the serving version's wasm; empty when not loaded.
+    pub sha256: String,
+    /// When the serving version was loaded (`UNIX_EPOCH` when not loaded).
+    pub loaded_at: SystemTime,
+    /// The last load error, cleared by the next successful load.
+    pub last_error: Option<String>,
+    /// Increments on every successful (re)load of this name; 0 = never loaded.
+    pub version: u64,
+}
+
+/// Counters since the runtime started.
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeStats {
+    pub compiles: u64,
+    pub cache_hits: u64,
+    pub reloads: u64,
+    pub load_failures: u64,
+    pub calls: u64,
+    pub call_errors: u64,
+    /// Call errors by kind (`PluginErrorKind::as_str`), only non-zero ones.
+    pub call_errors_by_kind: Vec<(&'static str, u64)>,
+    /// Whether the pooling allocator is in use.
+    pub pooling: bool,
+}
+
+/// What loading one file did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub name: String,
+    pub sha256: String,
+    pub size: usize,
+    pub compile_time: Duration,
+    pub from_cache: bool,
+    pub exports: Vec<String>,
+}
+
+const KINDS: [PluginErrorKind; 10] = [
+    PluginErrorKind::NotLoaded,
+    PluginErrorKind::NotAComponent,
+    PluginErrorKind::WrongWorld,
+    PluginErrorKind::BadConfig,
+    PluginErrorKind::BadInput,
+    PluginErrorKind::Internal,
+    PluginErrorKind::Trap,
+    PluginErrorKind::Deadline,
+    PluginErrorKind::OutOfMemory,
+    PluginErrorKind::InvalidOutput,
+];
+
+#[derive(Default)]
+struct Counters {
+    compiles: AtomicU64,
+    cache_hits: AtomicU64,
+    reloads: AtomicU64,
+    load_failures: AtomicU64,
+    calls: AtomicU64,
+    errors: [AtomicU64; 10],
+}
+
+pub(crate) struct Version {
+    number: u64,
+    sha256: String,
+    pre: PluginPre<State>,
+    loaded_at: SystemTime,
+}
+
+#[derive(Default)]
+struct SlotStatus {
+    last_error: Option<String>,
+    versions: u64,
+}
+
+pub(crate) struct Slot {
+    name: Arc<str>,
+    current: RwLock<Option<Arc<Version>>>,
+    status: Mutex<SlotStatus>,
+    bindings: Mutex<Vec<Weak<BindingInner>>>,
+    /// Serializes loads of this name (the watcher and explicit loads).
+    loading: Mutex<()>,
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Version>> {
+        self.current.read().unwrap().clone()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) engine: wasmtime::Engine,
+    linker: wasmtime::component::Linker<State>,
+    pub(crate) settings: RuntimeSettings,
+    options: RuntimeOptions,
+    pooling: bool,
+    deadline_ticks: u64,
+    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    counters: Counters,
+    _ticker: Ticker,
+}
+
+/// The plugin runtime: engine, registry, hot reload. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginRuntime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A configured instance ready for calls.
+struct Warm {
+    store: Store<State>,
+    plugin: PluginWorld,
+}
+
+/// One binding's state for one plugin version.
+struct Bound {
+    version: Arc<Version>,
+    /// Set when this version rejected the binding's configuration.
+    config_error: OnceLock<PluginError>,
+    idle: Mutex<Vec<Warm>>,
+}
+
+impl Bound {
+    fn new(version: Arc<Version>) -> Bound {
+        Bound {
+            version,
+            config_error: OnceLock::new(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+pub(crate) struct BindingInner {
+    rt: Arc<Inner>,
+    slot: Arc<Slot>,
+    config: String,
+    bound: RwLock<Option<Arc<Bound>>>,
+}
+
+/// A plugin bound to one configuration (one endpoint's use of a plugin).
+/// Follows hot reloads. `Send + Sync`; clone freely.
+#[derive(Clone)]
+pub struct Binding {
+    inner: Arc<BindingInner>,
+}
+
+fn is_plugin_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name.ends_with(".wasm") && !name.starts_with('.') && !name.contains('~') && name.len() > 5
+}
+
+pub(crate) fn plugin_file_name(path: &Path) -> Option<String> {
+    if !is_plugin_file(path) {
+        return None;
+    }
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .map(str::to_string)
+}
+
+impl Inner {
+    fn slot(&self, name: &str) -> Arc<Slot> {
+        if let Some(s) = self.slots.read().unwrap().get(name) {
+            return s.clone();
+        }
+        let mut slots = self.slots.write().unwrap();
+        slots
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    name: Arc::from(name),
+                    current: RwLock::new(None),
+                    status: Mutex::new(SlotStatus::default()),
+                    bindings: Mutex::new(Vec::new()),
+                    loading: Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    fn count_error(&self, e: &PluginError) {
+        let i = KINDS.iter().position(|k| *k == e.kind).unwrap_or(0);
+        self.counters.errors[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A new store + instance of `version`, configured with `config`.
+    fn instantiate(
+        &self,
+        name: &Arc<str>,
+        version: &Version,
+        config: &str,
+    ) -> Result<Warm, PluginError> {
+        let mut store = engine::new_store(&self.engine, name, self.settings.memory_limit);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let plugin = match version.pre.instantiate(&mut store) {
+            Ok(p) => p,
+            Err(e) => return Err(self.classify(name, e, &mut store)),
+        };
+        store.set_epoch_deadline(self.deadline_ticks);
+        match plugin.call_configure(&mut store, config) {
+            Ok(Ok(())) => Ok(Warm { store, plugin }),
+            Ok(Err(e)) => Err(PluginError::new(
+                &**name,
+                PluginErrorKind::BadConfig,
+                e.message,
+            )),
+            Err(e) => Err(self.classify(name, e, &mut store)),
+        }
+    }
+
+    fn classify(&self, name: &str, e: wasmtime::Error, store: &mut Store<State>) -> PluginError {
+        engine::classify(
+            name,
+            e,
+            store.data_mut(),
+            self.settings.deadline,
+            self.settings.memory_limit,
+        )
+    }
+
+    fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadReport, PluginError> {
+        let slot = self.slot(name);
+        let _serial = slot.loading.lock().unwrap();
+        let sha = cache::sha256_hex(bytes);
+        if let Some(cur) = slot.current() {
+            if cur.sha256 == sha {
+                slot.status.lock().unwrap().last_error = None;
+                return Ok(LoadReport {
+                    name: name.to_string(),
+                    sha256: sha,
+                    size: bytes.len(),
+                    compile_time: Duration::ZERO,
+                    from_cache: true,
+                    exports: vec!["configure".into(), "handle".into()],
+                });
+            }
+        }
+        let compiled = cache::compile(
+            &self.engine,
+            name,
+            bytes,
+            &sha,
+            self.settings.cache_dir.as_deref(),
+        )?;
+        if compiled.from_cache {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.compiles.fetch_add(1, Ordering::Relaxed);
+        }
+        let exports = exports_of(&self.engine, &compiled.component);
+        let pre = self.instantiate_pre(name, &compiled.component)?;
+        let previous = slot.current();
+        let mut number = 0;
+        {
+            let st = slot.status.lock().unwrap();
+            number = number.max(st.versions + 1);
+        }
+        let version = Arc::new(Version {
+            number,
+            sha256: sha.clone(),
+            pre,
+            loaded_at: SystemTime::now(),
+        });
+
+        // Validate against the live bindings' configurations (only when
+        // replacing a serving version: a first load always goes in) and keep
+        // the configured instances to warm the new version up.
+        let live: Vec<Arc<BindingInner>> = {
+            let mut list = slot.bindings.lock().unwrap();
+            list.retain(|w| w.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut prepared = Vec::new();
+        for b in &live {
+            match self.instantiate(&slot.name, &version, &b.config) {
+                Ok(w) => prepared.push((b.clone(), Ok(w))),
+                Err(e) if previous.is_some() => {
+                    return Err(PluginError::new(
+                        name,
+                        e.kind,
+                        format!(
+                            "new version refused by a live binding (config {}): {}",
+                            abbreviate(&b.config),
+                            e.message
+                        ),
+                    ));
+                }
+                Err(e) => prepared.push((b.clone(), Err(e))),
+            }
+        }
+
+        // Swap.
+        *slot.current.write().unwrap() = Some(version.clone());
+        {
+            let mut st = slot.status.lock().unwrap();
+            st.versions = number;
+            st.last_error = None;
+        }
+        if previous.is_some() {
+            self.counters.reloads.fetch_add(1, Ordering::Relaxed);
+        }
+        for (b, warm) in prepared {
+            let bound = Arc::new(Bound::new(version.clone()));
+            match warm {
+                Ok(w) if self.options.warm_instances => bound.idle.lock().unwrap().push(w),
+                Ok(_) => {}
+                Err(e) if e.kind == PluginErrorKind::BadConfig => {
+                    let _ = bound.config_error.set(e);
+                }
+                Err(_) => {}
+            }
+            let mut cur = b.bound.write().unwrap();
+            if cur.as_ref().is_none_or(|c| c.version.number < number) {
+                *cur = Some(bound);
+            }
+        }
+        tracing::info!(
+            plugin = name,
+            sha256 = %sha,
+            version = number,
+            from_cache = compiled.from_cache,
+            compile_ms = compiled.compile_time.as_secs_f64() * 1000.0,
+            "plugin loaded"
+        );
+        Ok(LoadReport {
+            name: name.to_string(),
+            sha256: sha,
+            size: bytes.len(),
+            compile_time: compiled.compile_time,
+            from_cache: compiled.from_cache,
+            exports,
+        })
+    }
+
+    fn instantiate_pre(
+        &self,
+        name: &str,
+        component: &Component,
+    ) -> Result<PluginPre<State>, PluginError> {
+        let wrong = |e: wasmtime::Error| {
+            PluginError::new(
+                name,
+                PluginErrorKind::WrongWorld,
+                format!(
+                    "the component does not implement the switchyard:plugin/plugin@0.1.0 world: {e:#}"
+                ),
+            )
+        };
+        let pre = self.linker.instantiate_pre(component).map_err(wrong)?;
+        PluginPre::new(pre).map_err(wrong)
+    }
+
+    fn record_failure(&self, name: &str, e: &PluginError) {
+        self.counters.load_failures.fetch_add(1, Ordering::Relaxed);
+        let slot = self.slot(name);
+        slot.status.lock().unwrap().last_error =
+            Some(format!("{}: {}", e.kind.as_str(), e.message));
+        let serving = slot.current().is_some();
+        tracing::error!(
+            plugin = name,
+            kind = e.kind.as_str(),
+            error = %e.message,
+            keeps_serving_last_good_version = serving,
+            "plugin failed to load"
+        );
+    }
+}
+
+fn abbreviate(s: &str) -> String {
+    if s.len() <= 80 {
+        return s.to_string();
+    }
+    let mut cut = 80;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+fn exports_of(engine: &wasmtime::Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+impl PluginRuntime {
+    /// Engine (component model, epoch interruption, pooling allocator),
+    /// epoch ticker thread and linker, with the default [`RuntimeOptions`].
+    pub fn new(settings: RuntimeSettings) -> anyhow::Result<Self> {
+        Self::with_options(settings, RuntimeOptions::default())
+    }
+
+    /// Like [`PluginRuntime::new`] with explicit options (benchmarks).
+    pub fn with_options(
+        settings: RuntimeSettings,
+        options: RuntimeOptions,
+    ) -> anyhow::Result<Self> {
+        let (engine, pooling) = engine::make_engine(&settings, &options)?;
+        let linker = engine::make_linker(&engine)?;
+        let ticker = Ticker::start(&engine)?;
+        if let Some(dir) = &settings.cache_dir {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache dir");
+            }
+        }
+        Ok(PluginRuntime {
+            inner: Arc::new(Inner {
+                deadline_ticks: engine::deadline_ticks(settings.deadline),
+                engine,
+                linker,
+                settings,
+                options,
+                pooling,
+                slots: RwLock::new(HashMap::new()),
+                counters: Counters::default(),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The settings this runtime was built with.
+    pub fn settings(&self) -> &RuntimeSettings {
+        &self.inner.settings
+    }
+
+    /// Loads every plugin file (`*.wasm`) in `dir`; returns the failures
+    /// (also logged and recorded in `statuses()`).
+    pub fn load_dir(&self, dir: &Path) -> Vec<PluginError> {
+        let mut errors = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                let err = PluginError::new(
+                    "*",
+                    PluginErrorKind::NotLoaded,
+                    format!("cannot read plugin directory {}: {e}", dir.display()),
+                );
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read the plugin directory");
+                errors.push(err);
+                return errors;
+            }
+        };
+        let mut paths: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| is_plugin_file(p))
+            .collect();
+        paths.sort();
+        for path in paths {
+            if let Err(e) = self.load_file(&path) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+
+    /// Hot reload of `dir` while the returned guard lives.
+    pub fn watch(&self, dir: &Path) -> anyhow::Result<super::watch::PluginWatcher> {
+        super::watch::PluginWatcher::start(self.clone(), dir)
+    }
+
+    /// (Re)loads one file now; the plugin's name is the file stem. On
+    /// failure the last good version keeps serving.
+    pub fn load_file(&self, path: &Path) -> Result<LoadReport, PluginError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let result = match std::fs::read(path) {
+            Ok(bytes) => self.inner.load_bytes(&name, &bytes),
+            Err(e) => Err(PluginError::new(
+                &name,
+                PluginErrorKind::NotLoaded,
+                format!("cannot read {}: {e}", path.display()),
+            )),
+        };
+        if let Err(e) = &result {
+            self.inner.record_failure(&name, e);
+        }
+        result
+    }
+
+    /// Loads a plugin from bytes under `name` (tests, embedding).
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadReport, PluginError> {
+        let result = self.inner.load_bytes(name, bytes);
+        if let Err(e) = &result {
+            self.inner.record_failure(name, e);
+        }
+        result
+    }
+
+    /// Unloads a plugin; its bindings then fail with `NotLoaded`.
+    pub fn unload(&self, name: &str) -> bool {
+        let Some(slot) = self.inner.slots.read().unwrap().get(name).cloned() else {
+            return false;
+        };
+        let _serial = slot.loading.lock().unwrap();
+        let was = slot.current.write().unwrap().take().is_some();
+        if was {
+            tracing::info!(plugin = name, "plugin unloaded");
+        }
+        was
+    }
+
+    /// Binds `plugin` to a configuration. If the plugin is loaded it is
+    /// configured now (a rejection is `Err(BadConfig)`); if not, the binding
+    /// is returned anyway and its calls fail with `NotLoaded` until a file
+    /// of that name loads.
+    pub fn bind(&self, plugin: &str, config: &serde_json::Value) -> Result<Binding, PluginError> {
+        let config = if config.is_null() {
+            "{}".to_string()
+        } else {
+            config.to_string()
+        };
+        let slot = self.inner.slot(plugin);
+        let inner = Arc::new(BindingInner {
+            rt: self.inner.clone(),
+            slot: slot.clone(),
+            config,
+            bound: RwLock::new(None),
+        });
+        if let Some(version) = slot.current() {
+            let warm = self
+                .inner
+                .instantiate(&slot.name, &version, &inner.config)?;
+            let bound = Arc::new(Bound::new(version));
+            if self.inner.options.warm_instances {
+                bound.idle.lock().unwrap().push(warm);
+            }
+            *inner.bound.write().unwrap() = Some(bound);
+        }
+        let mut list = slot.bindings.lock().unwrap();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&inner));
+        drop(list);
+        Ok(Binding { inner })
+    }
+
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.inner
+            .slots
+            .read()
+            .unwrap()
+            .get(name)
+            .is_some_and(|s| s.current().is_some())
+    }
+
+    /// Every plugin that is loaded or failed to load, by name.
+    pub fn statuses(&self) -> Vec<PluginStatus> {
+        let slots: Vec<Arc<Slot>> = self.inner.slots.read().unwrap().values().cloned().collect();
+        let mut out: Vec<PluginStatus> = slots
+            .iter()
+            .filter_map(|s| {
+                let cur = s.current();
+                let st = s.status.lock().unwrap();
+                if cur.is_none() && st.last_error.is_none() && st.versions == 0 {
+                    return None;
+                }
+                Some(PluginStatus {
+                    name: s.name.to_string(),
+                    loaded: cur.is_some(),
+                    sha256: cur.as_ref().map(|v| v.sha256.clone()).unwrap_or_default(),
+                    loaded_at: cur.as_ref().map_or(SystemTime::UNIX_EPOCH, |v| v.loaded_at),
+                    last_error: st.last_error.clone(),
+                    version: cur.as_ref().map_or(0, |v| v.number),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn stats(&self) -> RuntimeStats {
+        let c = &self.inner.counters;
+        let by_kind: Vec<(&'static str, u64)> = KINDS
+            .iter()
+            .zip(&c.errors)
+            .map(|(k, n)| (k.as_str(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        RuntimeStats {
+            compiles: c.compiles.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
+            reloads: c.reloads.load(Ordering::Relaxed),
+            load_failures: c.load_failures.load(Ordering::Relaxed),
+            calls: c.calls.load(Ordering::Relaxed),
+            call_errors: by_kind.iter().map(|(_, n)| n).sum(),
+            call_errors_by_kind: by_kind,
+            pooling: self.inner.pooling,
+        }
+    }
+}
+
+impl Binding {
+    pub fn plugin(&self) -> &str {
+        &self.inner.slot.name
+    }
+
+    /// The configuration (JSON text) this binding passes to `configure`.
+    pub fn config(&self) -> &str {
+        &self.inner.config
+    }
+
+    /// Runs one event through the plugin, synchronously (CPU-bound: callers
+    /// on an async runtime use `spawn_blocking`).
+    pub fn call(&self, event: &PluginEvent) -> Result<Outcome, PluginError> {
+        let rt = &self.inner.rt;
+        rt.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(event);
+        if let Err(e) = &result {
+            rt.count_error(e);
+        }
+        result
+    }
+
+    fn bound(&self) -> Result<Arc<Bound>, PluginError> {
+        let slot = &self.inner.slot;
+        let Some(version) = slot.current() else {
+            return Err(PluginError::new(
+                &*slot.name,
+                PluginErrorKind::NotLoaded,
+                format!("no plugin named {:?} is loaded", &*slot.name),
+            ));
+        };
+        if let Some(b) = &*self.inner.bound.read().unwrap() {
+            if Arc::ptr_eq(&b.version, &version) {
+                return Ok(b.clone());
+            }
+        }
+        let mut w = self.inner.bound.write().unwrap();
+        match &*w {
+            Some(b) if Arc::ptr_eq(&b.version, &version) => Ok(b.clone()),
+            _ => {
+                let b = Arc::new(Bound::new(version));
+                *w = Some(b.clone());
+                Ok(b)
+            }
+        }
+    }
+
+    fn call_inner(&self, event: &PluginEvent) -> Result<Outcome, PluginError> {
+        let rt = &*self.inner.rt;
+        let name = &self.inner.slot.name;
+        let bound = self.bound()?;
+        if let Some(e) = bound.config_error.get() {
+            return Err(e.clone());
+        }
+        let popped = if rt.options.warm_instances {
+            bound.idle.lock().unwrap().pop()
+        } else {
+            None
+        };
+        let mut warm = match popped {
+            Some(w) => w,
+            None => match rt.instantiate(name, &bound.version, &self.inner.config) {
+                Ok(w) => w,
+                Err(e) => {
+                    if e.kind == PluginErrorKind::BadConfig {
+                        let _ = bound.config_error.set(e.clone());
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        let ev = wit::Event {
+            id: event.id.clone(),
+            account: event.account.clone(),
+            endpoint: event.endpoint.clone(),
+            event_type: event.event_type.clone(),
+            created: event.created.clone(),
+            created_ms: event.created_ms,
+            payload: event.payload.clone(),
+        };
+        warm.store.data_mut().limiter.denied = false;
+        warm.store.set_epoch_deadline(rt.deadline_ticks);
+        let result = warm.plugin.call_handle(&mut warm.store, &ev);
+        let outcome = match result {
+            Ok(r) => {
+                if rt.options.warm_instances {
+                    let mut idle = bound.idle.lock().unwrap();
+                    if idle.len() < rt.options.max_idle_per_binding {
+                        idle.push(warm);
+                    }
+                }
+                r
+            }
+            Err(e) => {
+                let err = rt.classify(name, e, &mut warm.store);
+                tracing::warn!(plugin = &**name, kind = err.kind.as_str(), error = %err.message, "plugin call failed");
+                return Err(err);
+            }
+        };
+        let outcome = match outcome {
+            Ok(wit::Outcome::Pass) => Outcome::Pass,
+            Ok(wit::Outcome::Skip(r)) => Outcome::Skip(r),
+            Ok(wit::Outcome::Rewrite(p)) => Outcome::Rewrite(p),
+            Ok(wit::Outcome::Replace(r)) => Outcome::Replace {
+                body: r.body,
+                content_type: r.content_type,
+                headers: r.headers,
+            },
+            Err(e) => {
+                let kind = match e.kind {
+                    wit::ErrorKind::BadConfig => PluginErrorKind::BadConfig,
+                    wit::ErrorKind::BadInput => PluginErrorKind::BadInput,
+                    wit::ErrorKind::Internal => PluginErrorKind::Internal,
+                };
+                return Err(PluginError::new(&**name, kind, e.message));
+            }
+        };
+        output::validate(name, &outcome, rt.settings.max_output)?;
+        Ok(outcome)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Binding>();
+    is::<PluginRuntime>();
+}
+
+#[allow(dead_code)]
+fn _unused(_: Instant) {}
