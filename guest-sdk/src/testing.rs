@@ -57,6 +57,31 @@ pub fn event_from_json(text: &str) -> Result<Event, Error> {
     Ok(event)
 }
 
+/// The shape of a JSON value: the same nesting and member names, with every
+/// leaf replaced by its JSON type name (`"null"`, `"bool"`, `"integer"`,
+/// `"float"`, `"string"`). Comparing shapes checks that two producers use the
+/// same field names, types and nesting regardless of the values.
+///
+/// ```
+/// use serde_json::json;
+/// use switchyard_guest::testing::shape;
+/// assert_eq!(shape(&json!({"time": 1714641342531_i64, "ids": ["a"], "x": null})),
+///            json!({"time": "integer", "ids": ["string"], "x": "null"}));
+/// ```
+pub fn shape(value: &Value) -> Value {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "bool".into(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer".into(),
+        Value::Number(_) => "float".into(),
+        Value::String(_) => "string".into(),
+        Value::Array(items) => Value::Array(items.iter().map(shape).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp
 /// (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.5+02:00`); `None` when the
 /// text is not one. Fractions beyond milliseconds are truncated.
