@@ -94,14 +94,21 @@ pub fn rfc3339_to_ms(s: &str) -> Option<i64> {
         }
         std::str::from_utf8(part).ok()?.parse().ok()
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ')
-        || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
         || second > 60
     {
         return None;
@@ -153,17 +160,32 @@ mod tests {
     fn parses_rfc3339() {
         assert_eq!(rfc3339_to_ms("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(rfc3339_to_ms("2000-03-01T00:00:00Z"), Some(951_868_800_000));
-        assert_eq!(rfc3339_to_ms("2024-05-01T12:00:00.250Z"), Some(1_714_564_800_250));
-        assert_eq!(rfc3339_to_ms("2024-05-01T14:00:00.250123+02:00"), Some(1_714_564_800_250));
-        assert_eq!(rfc3339_to_ms("2024-05-01T11:00:00.5-01:00"), Some(1_714_564_800_500));
+        assert_eq!(
+            rfc3339_to_ms("2024-05-01T12:00:00.250Z"),
+            Some(1_714_564_800_250)
+        );
+        assert_eq!(
+            rfc3339_to_ms("2024-05-01T14:00:00.250123+02:00"),
+            Some(1_714_564_800_250)
+        );
+        assert_eq!(
+            rfc3339_to_ms("2024-05-01T11:00:00.5-01:00"),
+            Some(1_714_564_800_500)
+        );
         assert_eq!(rfc3339_to_ms("1969-12-31T23:59:59Z"), Some(-1000));
     }
 
     #[test]
     fn rejects_non_rfc3339() {
-        for bad in ["", "2024-05-01", "2024-05-01T12:00:00", "2024-13-01T00:00:00Z",
-            "2024-05-01T12:00:00.Z", "2024-05-01T12:00:00Zjunk", "2024-05-01T12:00:00+0200"]
-        {
+        for bad in [
+            "",
+            "2024-05-01",
+            "2024-05-01T12:00:00",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T12:00:00.Z",
+            "2024-05-01T12:00:00Zjunk",
+            "2024-05-01T12:00:00+0200",
+        ] {
             assert_eq!(rfc3339_to_ms(bad), None, "{bad:?}");
         }
     }

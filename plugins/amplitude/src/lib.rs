@@ -72,11 +72,15 @@ pub struct Config {
 }
 
 fn default_attributes() -> Vec<String> {
-    ["status", "expiry", "uses", "maxMachines", "platform"].map(String::from).to_vec()
+    ["status", "expiry", "uses", "maxMachines", "platform"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_user_properties() -> Vec<String> {
-    ["email", "firstName", "lastName", "role"].map(String::from).to_vec()
+    ["email", "firstName", "lastName", "role"]
+        .map(String::from)
+        .to_vec()
 }
 
 pub struct Amplitude {
@@ -128,15 +132,18 @@ impl Amplitude {
         }
         out.insert("time".into(), event.created_ms.into());
         out.insert("insert_id".into(), event.id.clone().into());
-        out.insert("event_properties".into(), Value::Object(self.event_properties(event, &doc)));
+        out.insert(
+            "event_properties".into(),
+            Value::Object(self.event_properties(event, &doc)),
+        );
         let set = select(&doc, &self.config.user_properties);
         if !set.is_empty() {
             out.insert("user_properties".into(), json!({ "$set": set }));
         }
-        if event.family() == "machine" {
-            if let Some(platform) = doc.attribute_str("platform") {
-                out.insert("platform".into(), platform.into());
-            }
+        if event.family() == "machine"
+            && let Some(platform) = doc.attribute_str("platform")
+        {
+            out.insert("platform".into(), platform.into());
         }
         out.insert("library".into(), LIBRARY.into());
         Ok(Mapped::Event(Value::Object(out)))
@@ -178,7 +185,10 @@ fn select(doc: &Document, names: &[String]) -> Map<String, Value> {
     names
         .iter()
         .filter_map(|n| {
-            attributes.get(n).filter(|v| !v.is_null()).map(|v| (n.clone(), v.clone()))
+            attributes
+                .get(n)
+                .filter(|v| !v.is_null())
+                .map(|v| (n.clone(), v.clone()))
         })
         .collect()
 }
@@ -193,9 +203,15 @@ impl Plugin for Amplitude {
             ));
         }
         if config.min_id_length == Some(0) {
-            return Err(Error::bad_config("`min_id_length` must be a positive integer"));
+            return Err(Error::bad_config(
+                "`min_id_length` must be a positive integer",
+            ));
         }
-        if let Some((from, _)) = config.event_types.iter().find(|(_, to)| to.trim().is_empty()) {
+        if let Some((from, _)) = config
+            .event_types
+            .iter()
+            .find(|(_, to)| to.trim().is_empty())
+        {
             return Err(Error::bad_config(format!(
                 "`event_types` maps {from:?} to an empty name"
             )));
@@ -209,17 +225,17 @@ impl Plugin for Amplitude {
             Mapped::Skip(reason) => return Ok(Outcome::Skip(reason)),
         };
         let outcome = Outcome::json(&self.body(vec![amplitude_event]))?;
-        if let Outcome::Replace(r) = &outcome {
-            if r.body.len() >= MAX_BODY_BYTES {
-                return Err(Error::bad_input(format!(
-                    "event {} ({}) would be a {}-byte Amplitude request, over Amplitude's 1 MB \
+        if let Outcome::Replace(r) = &outcome
+            && r.body.len() >= MAX_BODY_BYTES
+        {
+            return Err(Error::bad_input(format!(
+                "event {} ({}) would be a {}-byte Amplitude request, over Amplitude's 1 MB \
                      limit; list fewer `attributes`/`user_properties` or put the redact plugin \
                      in front",
-                    event.id,
-                    event.event_type,
-                    r.body.len()
-                )));
-            }
+                event.id,
+                event.event_type,
+                r.body.len()
+            )));
         }
         Ok(outcome)
     }
@@ -270,7 +286,10 @@ mod tests {
                 assert_eq!(e["insert_id"], json!(event.id));
                 assert_eq!(e["time"], json!(event.created_ms));
                 assert!(e["time"].is_i64());
-                assert_eq!(e["library"], json!(format!("switchyard/{}", env!("CARGO_PKG_VERSION"))));
+                assert_eq!(
+                    e["library"],
+                    json!(format!("switchyard/{}", env!("CARGO_PKG_VERSION")))
+                );
                 (body, e)
             }
             other => panic!("expected Replace, got {other:?}"),
@@ -280,7 +299,10 @@ mod tests {
     #[test]
     fn user_created_sets_user_properties() {
         let (body, e) = run(&mut default_plugin(), USER_CREATED);
-        assert!(body.get("options").is_none(), "options only when configured");
+        assert!(
+            body.get("options").is_none(),
+            "options only when configured"
+        );
         assert_eq!(e["event_type"], "user.created");
         assert_eq!(e["user_id"], USER);
         assert!(e.get("device_id").is_none());
@@ -305,7 +327,10 @@ mod tests {
                    "keygen_event": "license.created", "status": "ACTIVE",
                    "expiry": "2025-05-01T12:00:00.000Z", "uses": 3, "maxMachines": 5})
         );
-        assert!(e.get("user_properties").is_none(), "a license has no user attributes");
+        assert!(
+            e.get("user_properties").is_none(),
+            "a license has no user attributes"
+        );
         assert!(e.get("platform").is_none());
     }
 
@@ -314,7 +339,10 @@ mod tests {
         let (_, e) = run(&mut default_plugin(), VALIDATION_SUCCEEDED);
         assert_eq!(e["event_type"], "license.validation.succeeded");
         let p = &e["event_properties"];
-        assert_eq!((&p["valid"], &p["code"], &p["detail"]), (&json!(true), &json!("VALID"), &json!("is valid")));
+        assert_eq!(
+            (&p["valid"], &p["code"], &p["detail"]),
+            (&json!(true), &json!("VALID"), &json!("is valid"))
+        );
         let (_, e) = run(&mut default_plugin(), VALIDATION_FAILED);
         assert_eq!(e["event_properties"]["valid"], false);
         assert_eq!(e["event_properties"]["code"], "FINGERPRINT_SCOPE_MISMATCH");
@@ -351,7 +379,9 @@ mod tests {
     #[test]
     fn no_usable_id_is_skipped_with_a_reason() {
         let mut doc: Value = serde_json::from_str(LICENSE_CREATED).unwrap();
-        let rels = doc["payload"]["data"]["relationships"].as_object_mut().unwrap();
+        let rels = doc["payload"]["data"]["relationships"]
+            .as_object_mut()
+            .unwrap();
         rels.insert("owner".into(), json!({"data": null}));
         rels.insert("user".into(), json!({"data": null}));
         let event = event_from_json(&doc.to_string()).unwrap();
@@ -363,15 +393,26 @@ mod tests {
         let short = Event::new(
             "machine.created",
             br#"{"data":{"id":"m1","type":"machines","attributes":{"fingerprint":"abcd"},
-                 "relationships":{"owner":{"data":{"type":"users","id":"u1"}}}}}"#.to_vec(),
+                 "relationships":{"owner":{"data":{"type":"users","id":"u1"}}}}}"#
+                .to_vec(),
         );
-        assert!(matches!(default_plugin().handle(&short).unwrap(), Outcome::Skip(_)));
+        assert!(matches!(
+            default_plugin().handle(&short).unwrap(),
+            Outcome::Skip(_)
+        ));
         let mut lenient = plugin(json!({"api_key": "amp_key", "min_id_length": 2}));
-        let (body, e) = run(&mut lenient, &json!({"event": "machine.created", "id": "e",
+        let (body, e) = run(
+            &mut lenient,
+            &json!({"event": "machine.created", "id": "e",
             "created": "1970-01-01T00:00:00Z",
-            "payload": serde_json::from_slice::<Value>(&short.payload).unwrap()}).to_string());
+            "payload": serde_json::from_slice::<Value>(&short.payload).unwrap()})
+            .to_string(),
+        );
         assert_eq!(body["options"], json!({"min_id_length": 2}));
-        assert_eq!((&e["user_id"], &e["device_id"]), (&json!("u1"), &json!("abcd")));
+        assert_eq!(
+            (&e["user_id"], &e["device_id"]),
+            (&json!("u1"), &json!("abcd"))
+        );
     }
 
     #[test]
@@ -388,7 +429,10 @@ mod tests {
         assert!(e["event_properties"].get("status").is_none());
         assert_eq!(e["user_properties"], json!({"$set": {"status": "ACTIVE"}}));
         let (_, e) = run(&mut p, LICENSE_CREATED);
-        assert_eq!(e["event_type"], "license.created", "unmapped names stay raw");
+        assert_eq!(
+            e["event_type"], "license.created",
+            "unmapped names stay raw"
+        );
     }
 
     #[test]
@@ -404,18 +448,37 @@ mod tests {
 
     #[test]
     fn config_is_checked() {
-        let err = |c: Value| switchyard_guest::configure::<Amplitude>(&c.to_string()).err().unwrap();
+        let err = |c: Value| {
+            switchyard_guest::configure::<Amplitude>(&c.to_string())
+                .err()
+                .unwrap()
+        };
         assert!(err(json!({})).message.contains("api_key"));
         assert!(err(json!({"api_key": ""})).message.contains("api_key"));
-        assert!(err(json!({"api_key": "k", "min_id_length": 0})).message.contains("min_id_length"));
-        assert_eq!(err(json!({"api_key": "k", "min_id_length": -1})).kind, ErrorKind::BadConfig);
-        assert_eq!(err(json!({"api_key": "k", "event_types": {"a": ""}})).kind, ErrorKind::BadConfig);
-        assert_eq!(err(json!({"api_key": "k", "apikey": "k"})).kind, ErrorKind::BadConfig);
+        assert!(
+            err(json!({"api_key": "k", "min_id_length": 0}))
+                .message
+                .contains("min_id_length")
+        );
+        assert_eq!(
+            err(json!({"api_key": "k", "min_id_length": -1})).kind,
+            ErrorKind::BadConfig
+        );
+        assert_eq!(
+            err(json!({"api_key": "k", "event_types": {"a": ""}})).kind,
+            ErrorKind::BadConfig
+        );
+        assert_eq!(
+            err(json!({"api_key": "k", "apikey": "k"})).kind,
+            ErrorKind::BadConfig
+        );
     }
 
     #[test]
     fn bad_payload_is_bad_input() {
-        let e = default_plugin().handle(&Event::new("license.created", b"[]".to_vec())).unwrap_err();
+        let e = default_plugin()
+            .handle(&Event::new("license.created", b"[]".to_vec()))
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadInput);
     }
 }

@@ -70,15 +70,18 @@ fn ours(fixture: &str) -> Value {
 
 #[test]
 fn amplitude_output_has_the_official_sdk_shape() {
-    let Some(captured) = capture("amplitude") else { return };
+    let Some(captured) = capture("amplitude") else {
+        return;
+    };
     let request = &captured["amplitude"]["events"];
     assert_eq!(request["path"], "/2/httpapi");
     let sdk = &request["body"];
     let sdk_events = sdk["events"].as_array().unwrap();
     assert_eq!(sdk_events.len(), 2);
 
-    for (fixture, sdk_event) in
-        ["license.validation.succeeded.json", "machine.created.json"].iter().zip(sdk_events)
+    for (fixture, sdk_event) in ["license.validation.succeeded.json", "machine.created.json"]
+        .iter()
+        .zip(sdk_events)
     {
         let body = ours(fixture);
         // Body: api_key, events[], options.min_id_length, nothing else.
@@ -86,21 +89,41 @@ fn amplitude_output_has_the_official_sdk_shape() {
         skeleton["events"] = Value::Array(vec![]);
         let mut sdk_skeleton = sdk.clone();
         sdk_skeleton["events"] = Value::Array(vec![]);
-        assert_eq!(shape(&skeleton), shape(&sdk_skeleton), "{fixture}: request body");
+        assert_eq!(
+            shape(&skeleton),
+            shape(&sdk_skeleton),
+            "{fixture}: request body"
+        );
         assert_eq!(body["api_key"], sdk["api_key"]);
         assert_eq!(body["options"], sdk["options"]);
 
         // Event: the same field names, types (time: integer ms) and nesting.
         let ours = &body["events"][0];
-        assert_eq!(shape(ours), shape(sdk_event), "{fixture}\nours: {ours:#}\nsdk:  {sdk_event:#}");
+        assert_eq!(
+            shape(ours),
+            shape(sdk_event),
+            "{fixture}\nours: {ours:#}\nsdk:  {sdk_event:#}"
+        );
         assert_eq!(shape(&ours["time"]), "integer");
-        for key in ["event_type", "user_id", "device_id", "time", "insert_id", "platform",
-            "event_properties", "user_properties"]
-        {
+        for key in [
+            "event_type",
+            "user_id",
+            "device_id",
+            "time",
+            "insert_id",
+            "platform",
+            "event_properties",
+            "user_properties",
+        ] {
             assert_eq!(ours.get(key), sdk_event.get(key), "{fixture}: {key}");
         }
         // `library` names the sender: amplitude-python there, switchyard here.
-        assert!(sdk_event["library"].as_str().unwrap().starts_with("amplitude-python/"));
+        assert!(
+            sdk_event["library"]
+                .as_str()
+                .unwrap()
+                .starts_with("amplitude-python/")
+        );
         assert!(ours["library"].as_str().unwrap().starts_with("switchyard/"));
     }
 }

@@ -72,7 +72,9 @@ impl WildPointer {
     /// (there is nothing sensible to remove or mask there).
     pub fn parse(text: &str) -> Result<Self, String> {
         let Some(rest) = text.strip_prefix('/') else {
-            return Err(format!("{text:?} is not a JSON pointer: it must start with '/'"));
+            return Err(format!(
+                "{text:?} is not a JSON pointer: it must start with '/'"
+            ));
         };
         rest.split('/')
             .map(|raw| {
@@ -141,17 +143,21 @@ fn apply(value: &mut Value, path: &[Segment], action: Action) -> usize {
             (Value::Array(items), Segment::Key(k)) => index(k)
                 .and_then(|i| items.get_mut(i))
                 .map_or(0, |child| apply(child, tail, action)),
-            (Value::Object(map), Segment::Any) => {
-                map.values_mut().map(|child| apply(child, tail, action)).sum()
-            }
-            (Value::Array(items), Segment::Any) => {
-                items.iter_mut().map(|child| apply(child, tail, action)).sum()
-            }
+            (Value::Object(map), Segment::Any) => map
+                .values_mut()
+                .map(|child| apply(child, tail, action))
+                .sum(),
+            (Value::Array(items), Segment::Any) => items
+                .iter_mut()
+                .map(|child| apply(child, tail, action))
+                .sum(),
             _ => 0,
         };
     }
     match (value, head, action) {
-        (Value::Object(map), Segment::Key(k), Action::Remove) => usize::from(map.remove(k).is_some()),
+        (Value::Object(map), Segment::Key(k), Action::Remove) => {
+            usize::from(map.remove(k).is_some())
+        }
         (Value::Object(map), Segment::Key(k), Action::Mask(m)) => {
             map.get_mut(k).map_or(0, |v| usize::from(mask(v, m)))
         }
@@ -175,12 +181,14 @@ fn apply(value: &mut Value, path: &[Segment], action: Action) -> usize {
             items.clear();
             n
         }
-        (Value::Object(map), Segment::Any, Action::Mask(m)) => {
-            map.values_mut().filter_map(|v| mask(v, m).then_some(())).count()
-        }
-        (Value::Array(items), Segment::Any, Action::Mask(m)) => {
-            items.iter_mut().filter_map(|v| mask(v, m).then_some(())).count()
-        }
+        (Value::Object(map), Segment::Any, Action::Mask(m)) => map
+            .values_mut()
+            .filter_map(|v| mask(v, m).then_some(()))
+            .count(),
+        (Value::Array(items), Segment::Any, Action::Mask(m)) => items
+            .iter_mut()
+            .filter_map(|v| mask(v, m).then_some(()))
+            .count(),
         _ => 0,
     }
 }
@@ -220,7 +228,11 @@ impl Plugin for Redact {
                 WildPointer::parse(p).map_err(|e| Error::bad_config(format!("paths[{i}]: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        Ok(Redact { paths, mode: config.mode, mask: config.mask })
+        Ok(Redact {
+            paths,
+            mode: config.mode,
+            mask: config.mask,
+        })
     }
 
     fn handle(&mut self, event: &Event) -> Result<Outcome, Error> {
@@ -251,8 +263,13 @@ mod tests {
     const EXPIRED: &str = include_str!("../../../examples/events/license.expired.json");
     const MACHINE_CREATED: &str = include_str!("../../../examples/events/machine.created.json");
     const ALL: [&str; 7] = [
-        USER_CREATED, LICENSE_CREATED, VALIDATION_SUCCEEDED, VALIDATION_FAILED, EXPIRING_SOON,
-        EXPIRED, MACHINE_CREATED,
+        USER_CREATED,
+        LICENSE_CREATED,
+        VALIDATION_SUCCEEDED,
+        VALIDATION_FAILED,
+        EXPIRING_SOON,
+        EXPIRED,
+        MACHINE_CREATED,
     ];
 
     fn plugin(config: Value) -> Redact {
@@ -282,7 +299,11 @@ mod tests {
         for gone in ["email", "fullName", "firstName", "lastName"] {
             assert!(a.get(gone).is_none(), "{gone} was not removed");
         }
-        assert_eq!(a["metadata"], json!({}), "members under metadata removed, object kept");
+        assert_eq!(
+            a["metadata"],
+            json!({}),
+            "members under metadata removed, object kept"
+        );
         assert_eq!(a["role"], "user", "other attributes stay");
         // Everything else of the document is untouched.
         let mut expected = payload(USER_CREATED);
@@ -307,7 +328,10 @@ mod tests {
         assert_eq!(a["uses"], "[REDACTED]");
         assert_eq!(a["strict"], "[REDACTED]");
         assert_eq!(a["metadata"], "[REDACTED]", "objects are masked whole");
-        assert_eq!(a["permissions"], json!(["license.validate", "[REDACTED]", "machine.delete"]));
+        assert_eq!(
+            a["permissions"],
+            json!(["license.validate", "[REDACTED]", "machine.delete"])
+        );
         assert_eq!(a["scheme"], Value::Null, "null stays null");
     }
 
@@ -316,9 +340,15 @@ mod tests {
         let mut p = plugin(json!({"mode": "mask", "mask": "***",
             "paths": ["/data/attributes/permissions/*", "/data/relationships/*/data/id"]}));
         let doc = rewritten(&mut p, LICENSE_CREATED);
-        assert_eq!(doc["data"]["attributes"]["permissions"], json!(["***", "***", "***"]));
+        assert_eq!(
+            doc["data"]["attributes"]["permissions"],
+            json!(["***", "***", "***"])
+        );
         assert_eq!(doc["data"]["relationships"]["owner"]["data"]["id"], "***");
-        assert_eq!(doc["data"]["relationships"]["environment"]["data"], Value::Null);
+        assert_eq!(
+            doc["data"]["relationships"]["environment"]["data"],
+            Value::Null
+        );
         assert_eq!(doc["data"]["id"], payload(LICENSE_CREATED)["data"]["id"]);
     }
 
@@ -326,9 +356,15 @@ mod tests {
     fn removes_array_elements() {
         let mut p = plugin(json!({"paths": ["/data/attributes/permissions/0"]}));
         let doc = rewritten(&mut p, LICENSE_CREATED);
-        assert_eq!(doc["data"]["attributes"]["permissions"], json!(["machine.create", "machine.delete"]));
+        assert_eq!(
+            doc["data"]["attributes"]["permissions"],
+            json!(["machine.create", "machine.delete"])
+        );
         let mut p = plugin(json!({"paths": ["/data/attributes/permissions/*"]}));
-        assert_eq!(rewritten(&mut p, LICENSE_CREATED)["data"]["attributes"]["permissions"], json!([]));
+        assert_eq!(
+            rewritten(&mut p, LICENSE_CREATED)["data"]["attributes"]["permissions"],
+            json!([])
+        );
     }
 
     #[test]
@@ -346,7 +382,10 @@ mod tests {
             assert!(doc["meta"].get("scope").is_none());
             let original = payload(fixture);
             assert_eq!(doc["data"]["id"], original["data"]["id"]);
-            assert_eq!(doc["data"]["relationships"], original["data"]["relationships"]);
+            assert_eq!(
+                doc["data"]["relationships"],
+                original["data"]["relationships"]
+            );
             assert_eq!(doc["meta"].get("valid"), original["meta"].get("valid"));
         }
     }
@@ -357,7 +396,10 @@ mod tests {
         let mut p = plugin(json!({"paths": ["/data/a~1b", "/data/c~0d"]}));
         match p.handle(&event).unwrap() {
             Outcome::Rewrite(b) => {
-                assert_eq!(serde_json::from_slice::<Value>(&b).unwrap(), json!({"data": {"*": 3, "e": 4}}))
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&b).unwrap(),
+                    json!({"data": {"*": 3, "e": 4}})
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -365,15 +407,23 @@ mod tests {
 
     #[test]
     fn nothing_matched_is_pass() {
-        let mut p = plugin(json!({"paths": ["/data/attributes/nope", "/included/*/attributes/email"]}));
+        let mut p =
+            plugin(json!({"paths": ["/data/attributes/nope", "/included/*/attributes/email"]}));
         for fixture in ALL {
-            assert_eq!(p.handle(&event_from_json(fixture).unwrap()).unwrap(), Outcome::Pass);
+            assert_eq!(
+                p.handle(&event_from_json(fixture).unwrap()).unwrap(),
+                Outcome::Pass
+            );
         }
     }
 
     #[test]
     fn invalid_pointers_are_rejected_at_config_time() {
-        let err = |c: Value| switchyard_guest::configure::<Redact>(&c.to_string()).err().unwrap();
+        let err = |c: Value| {
+            switchyard_guest::configure::<Redact>(&c.to_string())
+                .err()
+                .unwrap()
+        };
         for bad in ["data/attributes/email", "", "/data/~2", "/data/x~"] {
             let e = err(json!({"paths": [bad]}));
             assert_eq!(e.kind, ErrorKind::BadConfig, "{bad:?}");
@@ -381,7 +431,10 @@ mod tests {
         }
         assert!(err(json!({"paths": []})).message.contains("paths"));
         assert!(err(json!({})).message.contains("paths"));
-        assert_eq!(err(json!({"paths": ["/a"], "mode": "hash"})).kind, ErrorKind::BadConfig);
+        assert_eq!(
+            err(json!({"paths": ["/a"], "mode": "hash"})).kind,
+            ErrorKind::BadConfig
+        );
     }
 
     #[test]
@@ -395,8 +448,15 @@ mod tests {
     fn parses_wildcard_pointers() {
         assert_eq!(
             WildPointer::parse("/data/*/a~1b").unwrap(),
-            WildPointer(vec![Segment::Key("data".into()), Segment::Any, Segment::Key("a/b".into())])
+            WildPointer(vec![
+                Segment::Key("data".into()),
+                Segment::Any,
+                Segment::Key("a/b".into())
+            ])
         );
-        assert_eq!(WildPointer::parse("/").unwrap(), WildPointer(vec![Segment::Key(String::new())]));
+        assert_eq!(
+            WildPointer::parse("/").unwrap(),
+            WildPointer(vec![Segment::Key(String::new())])
+        );
     }
 }

@@ -66,7 +66,9 @@ pub struct Config {
 }
 
 fn default_attributes() -> Vec<String> {
-    ["status", "expiry", "uses", "maxMachines", "platform"].map(String::from).to_vec()
+    ["status", "expiry", "uses", "maxMachines", "platform"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// How `track` events are named.
@@ -127,7 +129,10 @@ impl Segment {
                 Naming::Raw => event.event_type.clone(),
             };
             call.insert("event".into(), name.into());
-            call.insert("properties".into(), Value::Object(self.properties(event, &doc)));
+            call.insert(
+                "properties".into(),
+                Value::Object(self.properties(event, &doc)),
+            );
         }
         call.insert("messageId".into(), event.id.clone().into());
         call.insert("timestamp".into(), event.created.clone().into());
@@ -201,7 +206,10 @@ impl Plugin for Segment {
             ));
         }
         let authorization = base64::basic_auth(&config.write_key, "");
-        Ok(Segment { config, authorization })
+        Ok(Segment {
+            config,
+            authorization,
+        })
     }
 
     fn handle(&mut self, event: &Event) -> Result<Outcome, Error> {
@@ -287,7 +295,10 @@ mod tests {
     fn basic_auth_header_from_write_key() {
         let (_, headers, _) = run(&mut default_plugin(), LICENSE_CREATED);
         // base64("wk_test:")
-        assert_eq!(headers, vec![("authorization".into(), "Basic d2tfdGVzdDo=".into())]);
+        assert_eq!(
+            headers,
+            vec![("authorization".into(), "Basic d2tfdGVzdDo=".into())]
+        );
     }
 
     #[test]
@@ -332,7 +343,10 @@ mod tests {
                 "maxMachines": 5
             })
         );
-        assert!(call["properties"].get("key").is_none(), "the license key is never sent");
+        assert!(
+            call["properties"].get("key").is_none(),
+            "the license key is never sent"
+        );
     }
 
     #[test]
@@ -340,7 +354,10 @@ mod tests {
         let (_, _, call) = run(&mut default_plugin(), VALIDATION_SUCCEEDED);
         assert_eq!(call["event"], "License Validation Succeeded");
         let p = &call["properties"];
-        assert_eq!((&p["valid"], &p["code"], &p["detail"]), (&json!(true), &json!("VALID"), &json!("is valid")));
+        assert_eq!(
+            (&p["valid"], &p["code"], &p["detail"]),
+            (&json!(true), &json!("VALID"), &json!("is valid"))
+        );
         assert_eq!(p["keygen_event"], "license.validation.succeeded");
     }
 
@@ -358,7 +375,10 @@ mod tests {
     fn expiring_soon_and_expired() {
         let (_, _, call) = run(&mut default_plugin(), EXPIRING_SOON);
         assert_eq!(call["event"], "License Expiring Soon");
-        assert!(call["properties"].get("valid").is_none(), "no validation meta outside validations");
+        assert!(
+            call["properties"].get("valid").is_none(),
+            "no validation meta outside validations"
+        );
         let (_, _, call) = run(&mut default_plugin(), EXPIRED);
         assert_eq!(call["event"], "License Expired");
         assert_eq!(call["properties"]["status"], "EXPIRED");
@@ -377,7 +397,8 @@ mod tests {
 
     #[test]
     fn raw_naming_and_custom_attributes() {
-        let mut p = plugin(json!({"write_key": "k", "naming": "raw", "attributes": ["name", "metadata"]}));
+        let mut p =
+            plugin(json!({"write_key": "k", "naming": "raw", "attributes": ["name", "metadata"]}));
         let (_, _, call) = run(&mut p, VALIDATION_SUCCEEDED);
         assert_eq!(call["event"], "license.validation.succeeded");
         assert_eq!(call["properties"]["name"], "Acme Corp — Pro (annual)");
@@ -388,7 +409,9 @@ mod tests {
     #[test]
     fn anonymous_id_from_the_resource_when_no_user() {
         let mut doc: Value = serde_json::from_str(LICENSE_CREATED).unwrap();
-        let rels = doc["payload"]["data"]["relationships"].as_object_mut().unwrap();
+        let rels = doc["payload"]["data"]["relationships"]
+            .as_object_mut()
+            .unwrap();
         rels.insert("owner".into(), json!({"data": null}));
         rels.insert("user".into(), json!({"data": null}));
         let (_, _, call) = run(&mut default_plugin(), &doc.to_string());
@@ -398,7 +421,10 @@ mod tests {
 
     #[test]
     fn neither_user_nor_resource_id_is_refused() {
-        let event = Event::new("license.created", br#"{"data":{"type":"licenses"}}"#.to_vec());
+        let event = Event::new(
+            "license.created",
+            br#"{"data":{"type":"licenses"}}"#.to_vec(),
+        );
         let e = default_plugin().handle(&event).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadInput);
         assert!(e.message.contains("neither userId nor anonymousId"), "{e}");
@@ -414,29 +440,56 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::BadInput);
         assert!(e.message.contains("32 KB"), "{e}");
         // Without the big attribute the same event goes through.
-        assert!(matches!(default_plugin().handle(&event), Ok(Outcome::Replace(_))));
+        assert!(matches!(
+            default_plugin().handle(&event),
+            Ok(Outcome::Replace(_))
+        ));
     }
 
     #[test]
     fn config_is_checked() {
-        let err = |c: Value| switchyard_guest::configure::<Segment>(&c.to_string()).err().unwrap();
+        let err = |c: Value| {
+            switchyard_guest::configure::<Segment>(&c.to_string())
+                .err()
+                .unwrap()
+        };
         assert!(err(json!({})).message.contains("write_key"));
         assert!(err(json!({"write_key": " "})).message.contains("write_key"));
-        assert_eq!(err(json!({"write_key": "k", "naming": "camel"})).kind, ErrorKind::BadConfig);
-        assert_eq!(err(json!({"write_key": "k", "writekey": "k"})).kind, ErrorKind::BadConfig);
+        assert_eq!(
+            err(json!({"write_key": "k", "naming": "camel"})).kind,
+            ErrorKind::BadConfig
+        );
+        assert_eq!(
+            err(json!({"write_key": "k", "writekey": "k"})).kind,
+            ErrorKind::BadConfig
+        );
     }
 
     #[test]
     fn bad_payload_is_bad_input() {
-        let e = default_plugin().handle(&Event::new("license.created", b"{".to_vec())).unwrap_err();
+        let e = default_plugin()
+            .handle(&Event::new("license.created", b"{".to_vec()))
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadInput);
     }
 
     #[test]
     fn object_action_names() {
-        assert_eq!(object_action("license.validation.succeeded"), "License Validation Succeeded");
-        assert_eq!(object_action("license.expiring-soon"), "License Expiring Soon");
-        assert_eq!(object_action("second-factor.created"), "Second Factor Created");
-        assert_eq!(object_action("machine.heartbeat.ping"), "Machine Heartbeat Ping");
+        assert_eq!(
+            object_action("license.validation.succeeded"),
+            "License Validation Succeeded"
+        );
+        assert_eq!(
+            object_action("license.expiring-soon"),
+            "License Expiring Soon"
+        );
+        assert_eq!(
+            object_action("second-factor.created"),
+            "Second Factor Created"
+        );
+        assert_eq!(
+            object_action("machine.heartbeat.ping"),
+            "Machine Heartbeat Ping"
+        );
     }
 }

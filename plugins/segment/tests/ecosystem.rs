@@ -72,7 +72,13 @@ fn compare(sdk_request: &Value, fixture: &str) {
     // Auth: the same Basic header from the same write key.
     assert_eq!(
         headers,
-        vec![("authorization".to_string(), sdk_request["headers"]["authorization"].as_str().unwrap().to_string())]
+        vec![(
+            "authorization".to_string(),
+            sdk_request["headers"]["authorization"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        )]
     );
 
     // Batch wrapper: the SDK adds `sentAt` and `writeKey`, which we leave out
@@ -80,7 +86,10 @@ fn compare(sdk_request: &Value, fixture: &str) {
     let mut sdk_top = sdk.as_object().unwrap().clone();
     assert!(sdk_top.remove("sentAt").is_some_and(|v| v.is_string()));
     assert_eq!(sdk_top.remove("writeKey"), Some(json!("wk_test")));
-    assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), sdk_top.keys().collect::<Vec<_>>());
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        sdk_top.keys().collect::<Vec<_>>()
+    );
 
     let sdk_call = sdk["batch"][0].as_object().unwrap().clone();
     let our_call = body["batch"][0].as_object().unwrap().clone();
@@ -98,7 +107,14 @@ fn compare(sdk_request: &Value, fixture: &str) {
     );
 
     // Same values where they mean the same thing.
-    for key in ["type", "userId", "messageId", "event", "properties", "traits"] {
+    for key in [
+        "type",
+        "userId",
+        "messageId",
+        "event",
+        "properties",
+        "traits",
+    ] {
         assert_eq!(our_call.get(key), sdk_call.get(key), "{key}");
     }
     // Timestamps: ISO 8601 strings for the same instant.
@@ -111,7 +127,9 @@ fn compare(sdk_request: &Value, fixture: &str) {
 
 #[test]
 fn segment_output_has_the_official_sdk_shape() {
-    let Some(captured) = capture("segment") else { return };
+    let Some(captured) = capture("segment") else {
+        return;
+    };
     let sdk = &captured["segment"];
     assert_eq!(sdk["identify"]["path"], "/v1/batch");
     compare(&sdk["identify"], "user.created.json");

@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn default_config_and_payload_without_meta() {
         let mut plugin = switchyard_guest::configure::<Template>("").unwrap();
-        let event = Event::new("user.created", br#"{"data":{"id":"u1","type":"users"}}"#.to_vec());
+        let event = Event::new(
+            "user.created",
+            br#"{"data":{"id":"u1","type":"users"}}"#.to_vec(),
+        );
         let Outcome::Rewrite(payload) = plugin.handle(&event).unwrap() else {
             panic!("expected a rewrite");
         };
