@@ -1,7 +1,23 @@
 //! Switchyard: a webhook event router.
 //!
 //! One module per stage of the data flow (see `docs/ARCHITECTURE.md`):
-//! `config` → `ingest` → `store` → `delivery` (scheduler, `plugins`,
-//! `signing`, sender) → attempt log, with `admin` and `telemetry` beside.
+//! `config` → `server`/`ingest` → `store` → `delivery` (pumps, `plugins`,
+//! `signing`, sender, retry) → attempt log, with `registry` (who is who),
+//! `admin` (account resources), `telemetry`, `retention` beside, and `app`
+//! tying the `serve` life cycle together.
 
+pub mod admin;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod delivery;
+pub mod endpoints;
+pub mod ingest;
+pub mod listen;
 pub mod plugins;
+pub mod registry;
+pub mod retention;
+pub mod server;
+pub mod signing;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,201 @@
+//! The `serve` life cycle, top to bottom: load the config, open the store,
+//! load plugins and watch their folder, build the endpoint registry, start
+//! the dispatcher and the HTTP server, watch `router.toml`, and on
+//! SIGINT/SIGTERM stop accepting, let attempts finish, flush.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::delivery::{DispatchSettings, Dispatcher, Sender};
+use crate::plugins::{PluginRuntime, RuntimeSettings};
+use crate::registry::{Registry, Snapshot};
+use crate::server::{self, AppState};
+use crate::store::Store;
+use crate::telemetry::{self, Metrics};
+
+/// How long `serve` waits for attempts in flight at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn runtime_settings(config: &Config) -> RuntimeSettings {
+    RuntimeSettings {
+        deadline: config.plugins.deadline,
+        memory_limit: config.plugins.memory_limit,
+        max_output: config.plugins.max_output,
+        cache_dir: Some(config.server.data_dir.join("plugin-cache")),
+    }
+}
+
+/// Runs the router until SIGINT/SIGTERM.
+pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    telemetry::init_logging(config.server.log_format);
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let store = Store::open(&data_dir.join("store"), config.server.cache_bytes)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+
+    let runtime = PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;
+    let plugin_dir = config.plugins.dir.clone();
+    if plugin_dir.is_dir() {
+        for e in runtime.load_dir(&plugin_dir) {
+            error!(plugin = %e.plugin, kind = e.kind.as_str(), error = %e.message, "plugin failed to load");
+        }
+    } else {
+        warn!(dir = %plugin_dir.display(), "the plugins folder does not exist; create it and drop .wasm files in to load them");
+        let _ = std::fs::create_dir_all(&plugin_dir);
+    }
+    let _plugin_watcher = runtime
+        .watch(&plugin_dir)
+        .with_context(|| format!("watching {}", plugin_dir.display()))?;
+
+    let api_endpoints = crate::endpoints::load_all(&store)?;
+    let (snap, errors) = Snapshot::build(&config, &api_endpoints, &runtime);
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.iter().map(|(ep, e)| format!("  endpoint {ep}: {e}")).collect();
+        anyhow::bail!("{} endpoint(s) cannot load:\n{}", errors.len(), list.join("\n"));
+    }
+    let registry = Arc::new(Registry::new(snap));
+    let metrics = Arc::new(Metrics::default());
+    let sender = Sender::new(config.delivery.policy, config.delivery.ca_file.as_deref())?;
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        sender,
+        registry.clone(),
+        metrics.clone(),
+        DispatchSettings {
+            max_retry_after: config.delivery.max_retry_after,
+            disable_after: config.delivery.disable_after,
+        },
+    );
+    dispatcher.sync();
+
+    let listener = server::bind(config.server.listen).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(AppState {
+        config: std::sync::RwLock::new(Arc::new(config.clone())),
+        registry: registry.clone(),
+        store: store.clone(),
+        dispatcher: dispatcher.clone(),
+        runtime: runtime.clone(),
+        metrics,
+        accepting: AtomicBool::new(true),
+    });
+    let _config_watcher = watch_config(config_path.to_path_buf(), state.clone());
+    let _retention = crate::retention::spawn(state.clone());
+    info!(
+        %addr,
+        accounts = config.accounts.len(),
+        endpoints = registry.snapshot().by_uid.len(),
+        plugins = runtime.statuses().len(),
+        "switchyard is ready"
+    );
+    // Machine-readable line for scripts and tests (stdout).
+    println!("listening on {addr}");
+
+    server::serve(state.clone(), listener, shutdown_signal(), SHUTDOWN_GRACE).await;
+    info!("shutting down: no new requests; letting attempts in flight finish");
+    dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    store.flush().context("flushing the store")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Rebuilds the registry from a new `router.toml`; an invalid file keeps
+/// the running configuration and says why.
+pub fn reload_config(state: &AppState, path: &Path) {
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(file = %path.display(), errors = %e, "router.toml changed but is invalid; keeping the running configuration");
+            return;
+        }
+    };
+    let old = state.config();
+    if new.server.listen != old.server.listen || new.server.data_dir != old.server.data_dir {
+        warn!("[server] listen and data_dir changes take effect at the next restart");
+    }
+    let api_endpoints = match crate::endpoints::load_all(&state.store) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(error = %e, "reading API endpoints failed; keeping the running configuration");
+            return;
+        }
+    };
+    let (snap, errors) = Snapshot::build(&new, &api_endpoints, &state.runtime);
+    if !errors.is_empty() {
+        for (ep, e) in &errors {
+            error!(endpoint = %ep, error = %e, "endpoint cannot load");
+        }
+        error!("router.toml changed but some endpoints cannot load; keeping the running configuration");
+        return;
+    }
+    state.registry.replace(snap);
+    *state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+    state.dispatcher.sync();
+    info!(file = %path.display(), "configuration reloaded");
+}
+
+/// Watches `router.toml` (its folder, so editors that replace the file
+/// are seen) and reloads after changes settle.
+fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let file_name = path.file_name()?.to_os_string();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if ev.paths.iter().any(|p| p.file_name() == Some(file_name.as_os_str())) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .ok()?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+        warn!(error = %e, "cannot watch the config file; changes need a restart");
+        return None;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Debounce: wait until no change for 300 ms.
+            loop {
+                match tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            let st = state.clone();
+            let p = path.clone();
+            let _ = tokio::task::spawn_blocking(move || reload_config(&st, &p)).await;
+        }
+    });
+    Some(watcher)
+}

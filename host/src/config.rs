@@ -1,0 +1,753 @@
+//! `router.toml`: parsing, defaults, and validation that reports every error
+//! with its location. The rest of the host only sees the validated
+//! [`Config`]; secrets given as `*_env` are resolved here.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::delivery::guard::{self, UrlPolicy};
+use crate::delivery::retry::RetrySchedule;
+use crate::signing::{KeygenKey, SecretSet};
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub plugins: PluginsConfig,
+    pub delivery: DeliveryConfig,
+    pub accounts: Vec<Account>,
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Largest accepted request body.
+    pub max_body: usize,
+    /// A client must send its request headers within this time.
+    pub header_timeout: Duration,
+    /// Admin token (sees every account), if configured.
+    pub admin_token: Option<String>,
+    /// `json` or `text` logs.
+    pub log_format: LogFormat,
+    /// sled page cache, bytes.
+    pub cache_bytes: u64,
+    /// Events and attempts older than this are deleted.
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct PluginsConfig {
+    pub dir: PathBuf,
+    pub deadline: Duration,
+    pub memory_limit: usize,
+    pub max_output: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub policy: UrlPolicy,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub retry_schedule: RetrySchedule,
+    /// PEM file of extra CA certificates to trust (e.g. a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// `Retry-After` is honoured up to this bound.
+    pub max_retry_after: Duration,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    pub disable_after: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub token: String,
+    pub keygen_key: Option<KeygenKey>,
+}
+
+/// How one plugin is applied on an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginRef {
+    pub name: String,
+    pub config: serde_json::Value,
+}
+
+/// A webhook endpoint, from `router.toml` or created through the API.
+#[derive(Debug, Clone)]
+pub struct EndpointSpec {
+    pub id: String,
+    pub account: String,
+    pub url: String,
+    pub subscriptions: Vec<String>,
+    pub secrets: SecretSet,
+    pub standard_signature: bool,
+    pub keygen_signature: bool,
+    pub plugins: Vec<PluginRef>,
+    pub retry_schedule: RetrySchedule,
+    pub timeout: Duration,
+    pub max_in_flight: usize,
+    pub enabled: bool,
+    /// Declared in `router.toml` (read-only through the API).
+    pub from_config: bool,
+}
+
+impl EndpointSpec {
+    /// Whether this endpoint subscribes to `event_type`.
+    pub fn subscribes(&self, event_type: &str) -> bool {
+        self.subscriptions.iter().any(|p| pattern_matches(p, event_type))
+    }
+
+    /// The internal 16-byte id: a UUID v5 of account and endpoint id, stable
+    /// across restarts and config edits.
+    pub fn uid(&self) -> uuid::Uuid {
+        endpoint_uid(&self.account, &self.id)
+    }
+}
+
+pub fn endpoint_uid(account: &str, id: &str) -> uuid::Uuid {
+    let name = format!("{account}\u{0}{id}");
+    uuid::Uuid::new_v5(&ENDPOINT_NAMESPACE, name.as_bytes())
+}
+
+const ENDPOINT_NAMESPACE: uuid::Uuid = uuid::uuid!("6f1c1e40-7d8b-4f2a-9a53-2d7b7a1c5e01");
+
+/// `*` matches all, `family.*` a family (`license.*` matches
+/// `license.validation.succeeded`), anything else exactly.
+pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix(".*") {
+        Some(prefix) => event_type
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.')),
+        None => pattern == event_type,
+    }
+}
+
+/// Checks a subscription pattern; `Err` says what is wrong.
+pub fn check_pattern(p: &str) -> Result<(), String> {
+    let stars = p.matches('*').count();
+    let ok = !p.is_empty()
+        && p.len() <= 128
+        && (stars == 0 || p == "*" || (stars == 1 && p.ends_with(".*") && p.len() > 2))
+        && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("subscription {p:?} is not valid: use \"*\", \"family.*\" or an exact event type such as \"license.created\""))
+    }
+}
+
+/// One configuration error with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// All the errors of one file.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} has {} error{}:",
+            self.path.display(),
+            self.errors.len(),
+            if self.errors.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            writeln!(f, "  {}:{e}", self.path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---- raw file shape ----------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    accounts: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
+    endpoints: Vec<Spanned<RawEndpoint>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    max_body: Option<String>,
+    header_timeout: Option<String>,
+    admin_token: Option<String>,
+    admin_token_env: Option<String>,
+    log_format: Option<String>,
+    cache_size: Option<String>,
+    retention: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    dir: Option<PathBuf>,
+    deadline: Option<String>,
+    memory_limit: Option<String>,
+    max_output: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    allow_http: Option<bool>,
+    allow_private_networks: Option<bool>,
+    timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    retry_schedule: Option<Vec<String>>,
+    ca_file: Option<PathBuf>,
+    max_retry_after: Option<String>,
+    disable_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    token: Option<String>,
+    token_env: Option<String>,
+    keygen_signing_key: Option<String>,
+    keygen_signing_key_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    id: String,
+    account: String,
+    url: String,
+    #[serde(default)]
+    subscriptions: Option<Vec<String>>,
+    secret: Option<String>,
+    secret_env: Option<String>,
+    #[serde(default)]
+    secrets: Option<Vec<String>>,
+    signatures: Option<Vec<String>>,
+    #[serde(default)]
+    plugins: Vec<RawPluginRef>,
+    retry_schedule: Option<Vec<String>>,
+    timeout: Option<String>,
+    max_in_flight: Option<usize>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPluginRef {
+    name: String,
+    #[serde(default)]
+    config: Option<toml::Value>,
+}
+
+/// Environment lookups go through this so tests can inject variables.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+struct Checker<'a> {
+    source: &'a str,
+    errors: Vec<ConfigError>,
+    env: &'a dyn Env,
+}
+
+impl Checker<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.source[..offset.min(self.source.len())].matches('\n').count() + 1
+    }
+
+    fn err(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { location: location.into(), message: message.into() });
+    }
+
+    fn duration(&mut self, loc: &str, v: &Option<String>, default: Duration) -> Duration {
+        match v {
+            None => default,
+            Some(s) => match humantime::parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err(loc, format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\", \"2h\""));
+                    default
+                }
+            },
+        }
+    }
+
+    fn size(&mut self, loc: &str, v: &Option<String>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(s) => match parse_size(s) {
+                Some(n) => n,
+                None => {
+                    self.err(loc, format!("{s:?} is not a size; write e.g. \"1MiB\", \"512KiB\", \"32MiB\""));
+                    default
+                }
+            },
+        }
+    }
+
+    /// A value given inline or through an environment variable.
+    fn secret(&mut self, loc: &str, name: &str, inline: &Option<String>, env: &Option<String>) -> Option<String> {
+        match (inline, env) {
+            (Some(_), Some(_)) => {
+                self.err(loc, format!("give either `{name}` or `{name}_env`, not both"));
+                None
+            }
+            (Some(v), None) => Some(v.clone()),
+            (None, Some(var)) => match self.env.var(var) {
+                Some(v) if !v.is_empty() => Some(v),
+                _ => {
+                    self.err(loc, format!("`{name}_env` names {var}, which is not set in the environment"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+}
+
+/// Parses sizes such as `1MiB`, `512KiB`, `1MB`, `4096`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            path: path.to_path_buf(),
+            errors: vec![ConfigError {
+                location: "file".into(),
+                message: format!("cannot read it: {e} (pass another file with -c <path>)"),
+            }],
+        })?;
+        Config::parse(path, &text, &ProcessEnv)
+    }
+
+    /// Validates configuration text; `path` only names it in messages and
+    /// anchors relative paths (`data_dir`, `plugins.dir`) — they stay
+    /// relative to the working directory, as users expect from a CLI.
+    pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors { path: path.to_path_buf(), errors };
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let location = match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("{line}")
+                }
+                None => "file".into(),
+            };
+            fail(vec![ConfigError { location, message: e.message().to_string() }])
+        })?;
+        let mut c = Checker { source: text, errors: Vec::new(), env };
+
+        // [server]
+        let s = &raw.server;
+        let listen = s.listen.as_deref().unwrap_or("127.0.0.1:8686");
+        let listen = match listen.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                c.err("server.listen", format!("{listen:?} is not an address; write e.g. \"127.0.0.1:8686\""));
+                SocketAddr::from(([127, 0, 0, 1], 8686))
+            }
+        };
+        let log_format = match s.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                c.err("server.log_format", format!("{other:?} is not a log format; use \"text\" or \"json\""));
+                LogFormat::Text
+            }
+        };
+        let admin_token = c.secret("server", "admin_token", &s.admin_token, &s.admin_token_env);
+        if let Some(t) = &admin_token {
+            if t.len() < 16 {
+                c.err("server.admin_token", "must be at least 16 characters");
+            }
+        }
+        let server = ServerConfig {
+            listen,
+            data_dir: s.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data")),
+            max_body: c.size("server.max_body", &s.max_body, 1 << 20) as usize,
+            header_timeout: c.duration("server.header_timeout", &s.header_timeout, Duration::from_secs(10)),
+            admin_token,
+            log_format,
+            cache_bytes: c.size("server.cache_size", &s.cache_size, 64 << 20),
+            retention: c.duration("server.retention", &s.retention, Duration::from_secs(30 * 86400)),
+        };
+
+        // [plugins]
+        let p = &raw.plugins;
+        let plugins = PluginsConfig {
+            dir: p.dir.clone().unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
+            memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
+            max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
+        };
+
+        // [delivery]
+        let d = &raw.delivery;
+        let default_schedule = match &d.retry_schedule {
+            None => RetrySchedule::keygen_default(),
+            Some(list) => parse_schedule(&mut c, "delivery.retry_schedule", list),
+        };
+        let delivery = DeliveryConfig {
+            policy: UrlPolicy {
+                allow_http: d.allow_http.unwrap_or(false),
+                allow_private_networks: d.allow_private_networks.unwrap_or(false),
+            },
+            timeout: c.duration("delivery.timeout", &d.timeout, Duration::from_secs(15)),
+            max_in_flight: d.max_in_flight.unwrap_or(32),
+            retry_schedule: default_schedule,
+            ca_file: d.ca_file.clone(),
+            max_retry_after: c.duration("delivery.max_retry_after", &d.max_retry_after, Duration::from_secs(3600)),
+            disable_after: c.duration("delivery.disable_after", &d.disable_after, Duration::from_secs(5 * 86400)),
+        };
+        if delivery.max_in_flight == 0 {
+            c.err("delivery.max_in_flight", "must be at least 1");
+        }
+
+        // [[accounts]]
+        let mut accounts = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, a) in raw.accounts.iter().enumerate() {
+            let line = c.line_of(a.span().start);
+            let a = a.get_ref();
+            let loc = format!("{line}: accounts[{i}] ({:?})", a.id);
+            if let Err(e) = check_id(&a.id) {
+                c.err(&loc, format!("id: {e}"));
+            }
+            if !seen.insert(a.id.clone()) {
+                c.err(&loc, "another account has the same id");
+            }
+            let token = c.secret(&loc, "token", &a.token, &a.token_env);
+            let token = match token {
+                Some(t) if t.len() >= 8 => t,
+                Some(_) => {
+                    c.err(&loc, "token must be at least 8 characters");
+                    String::new()
+                }
+                None => {
+                    c.err(&loc, "needs `token` or `token_env`");
+                    String::new()
+                }
+            };
+            let key = c.secret(&loc, "keygen_signing_key", &a.keygen_signing_key, &a.keygen_signing_key_env);
+            let keygen_key = match key.map(|k| KeygenKey::from_hex(&k)) {
+                None => None,
+                Some(Ok(k)) => Some(k),
+                Some(Err(e)) => {
+                    c.err(&loc, format!("keygen_signing_key: {e}"));
+                    None
+                }
+            };
+            accounts.push(Account { id: a.id.clone(), token, keygen_key });
+        }
+
+        // [[endpoints]]
+        let mut endpoints = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, e) in raw.endpoints.iter().enumerate() {
+            let line = c.line_of(e.span().start);
+            let e = e.get_ref();
+            let loc = format!("{line}: endpoints[{i}] ({:?})", e.id);
+            if let Err(msg) = check_id(&e.id) {
+                c.err(&loc, format!("id: {msg}"));
+            }
+            if !seen.insert((e.account.clone(), e.id.clone())) {
+                c.err(&loc, "another endpoint of this account has the same id");
+            }
+            let account = accounts.iter().find(|a| a.id == e.account);
+            if account.is_none() {
+                c.err(&loc, format!("account {:?} is not declared in [[accounts]]", e.account));
+            }
+            if let Err(msg) = guard::check_url(&e.url, &delivery.policy) {
+                c.err(&loc, format!("url: {msg}"));
+            }
+            let subscriptions = e.subscriptions.clone().unwrap_or_else(|| vec!["*".into()]);
+            if subscriptions.is_empty() {
+                c.err(&loc, "subscriptions is empty: the endpoint would receive nothing (use [\"*\"] for all)");
+            }
+            for s in &subscriptions {
+                if let Err(msg) = check_pattern(s) {
+                    c.err(&loc, msg);
+                }
+            }
+            let mut secret_list: Vec<String> = Vec::new();
+            if let Some(s) = c.secret(&loc, "secret", &e.secret, &e.secret_env) {
+                secret_list.push(s);
+            }
+            if let Some(more) = &e.secrets {
+                secret_list.extend(more.iter().cloned());
+            }
+            let secrets = match SecretSet::parse(&secret_list) {
+                Ok(s) => s,
+                Err(msg) => {
+                    c.err(&loc, msg);
+                    SecretSet::default()
+                }
+            };
+            let sigs = e.signatures.clone().unwrap_or_else(|| vec!["standard".into()]);
+            let mut standard_signature = false;
+            let mut keygen_signature = false;
+            for s in &sigs {
+                match s.as_str() {
+                    "standard" => standard_signature = true,
+                    "keygen" => keygen_signature = true,
+                    other => c.err(&loc, format!("signatures: {other:?} is not a scheme; use \"standard\" and/or \"keygen\"")),
+                }
+            }
+            if standard_signature && secrets.is_empty() {
+                c.err(&loc, "the \"standard\" signature needs `secret` (or `secret_env`/`secrets`): a whsec_… value");
+            }
+            if keygen_signature && account.is_some_and(|a| a.keygen_key.is_none()) {
+                c.err(&loc, format!(
+                    "the \"keygen\" signature needs `keygen_signing_key` on account {:?}",
+                    e.account
+                ));
+            }
+            let mut plugins = Vec::new();
+            for (j, p) in e.plugins.iter().enumerate() {
+                let config = match &p.config {
+                    None => serde_json::json!({}),
+                    Some(v) => match serde_json::to_value(v) {
+                        Ok(v) => resolve_env_keys(v, env),
+                        Err(err) => {
+                            c.err(&loc, format!("plugins[{j}].config: {err}"));
+                            serde_json::json!({})
+                        }
+                    },
+                };
+                if p.name.is_empty() || p.name.contains(['/', '\\']) {
+                    c.err(&loc, format!("plugins[{j}].name {:?} is not a plugin name (the file stem in the plugins folder)", p.name));
+                }
+                plugins.push(PluginRef { name: p.name.clone(), config });
+            }
+            let retry_schedule = match &e.retry_schedule {
+                None => delivery.retry_schedule.clone(),
+                Some(list) => parse_schedule(&mut c, &format!("{loc}.retry_schedule"), list),
+            };
+            let timeout = c.duration(&format!("{loc}.timeout"), &e.timeout, delivery.timeout);
+            let max_in_flight = e.max_in_flight.unwrap_or(delivery.max_in_flight);
+            if max_in_flight == 0 {
+                c.err(&loc, "max_in_flight must be at least 1");
+            }
+            endpoints.push(EndpointSpec {
+                id: e.id.clone(),
+                account: e.account.clone(),
+                url: e.url.clone(),
+                subscriptions,
+                secrets,
+                standard_signature,
+                keygen_signature,
+                plugins,
+                retry_schedule,
+                timeout,
+                max_in_flight,
+                enabled: e.enabled.unwrap_or(true),
+                from_config: true,
+            });
+        }
+
+        if !c.errors.is_empty() {
+            return Err(fail(c.errors));
+        }
+        Ok(Config { path: path.to_path_buf(), server, plugins, delivery, accounts, endpoints })
+    }
+
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+fn parse_schedule(c: &mut Checker<'_>, loc: &str, list: &[String]) -> RetrySchedule {
+    let mut delays = Vec::new();
+    for s in list {
+        match humantime::parse_duration(s) {
+            Ok(d) => delays.push(d),
+            Err(e) => c.err(loc, format!("{s:?} is not a duration ({e})")),
+        }
+    }
+    RetrySchedule::fixed(delays)
+}
+
+/// Ids: 1–64 characters of letters, digits, `-`, `_`, `.`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!("{id:?} may only contain letters, digits, '-', '_' and '.'"));
+    }
+    Ok(())
+}
+
+/// In plugin configs, a key `foo_env = "VAR"` becomes `foo = <value of VAR>`
+/// (so a Segment write key can stay out of the file). Unset variables are
+/// left as the `_env` key, which the plugin then rejects by name.
+fn resolve_env_keys(v: serde_json::Value, env: &dyn Env) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map {
+                if let (Some(base), serde_json::Value::String(var)) = (k.strip_suffix("_env"), &v) {
+                    if let Some(val) = env.var(var) {
+                        out.insert(base.to_string(), serde_json::Value::String(val));
+                        continue;
+                    }
+                }
+                out.insert(k, resolve_env_keys(v, env));
+            }
+            serde_json::Value::Object(out)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct MapEnv(Vec<(&'static str, &'static str)>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+[delivery]
+allow_http = true
+allow_private_networks = true
+[[accounts]]
+id = "demo"
+token_env = "TOK"
+[[endpoints]]
+id = "crm"
+account = "demo"
+url = "http://127.0.0.1:9/hook"
+subscriptions = ["license.*", "user.created"]
+secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+plugins = [ { name = "segment", config = { write_key_env = "WK" } } ]
+retry_schedule = ["1s", "2s"]
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.accounts[0].token, "secret-token");
+        let e = &c.endpoints[0];
+        assert!(e.subscribes("license.validation.succeeded"));
+        assert!(!e.subscribes("user.updated"));
+        assert_eq!(e.plugins[0].config, serde_json::json!({"write_key": "abc"}));
+        assert_eq!(e.retry_schedule.max_attempts(), 3);
+    }
+
+    #[test]
+    fn reports_every_error_with_location() {
+        let text = r#"
+[[accounts]]
+id = "demo"
+token = "short"
+[[endpoints]]
+id = "a b"
+account = "nobody"
+url = "http://10.0.0.1/x"
+subscriptions = ["lic*"]
+"#;
+        let errs = Config::parse(Path::new("t.toml"), text, &MapEnv(vec![])).unwrap_err();
+        let all = errs.to_string();
+        assert!(all.contains("token must be at least 8"), "{all}");
+        assert!(all.contains("may only contain"), "{all}");
+        assert!(all.contains("\"nobody\" is not declared"), "{all}");
+        assert!(all.contains("https"), "{all}");
+        assert!(all.contains("lic*"), "{all}");
+        assert!(all.contains("needs `secret`"), "{all}");
+        assert!(all.contains("t.toml:6: endpoints[0]"), "{all}");
+        assert!(errs.errors.len() >= 6);
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let errs = Config::parse(Path::new("t.toml"), "[server]\nlisten = \n", &MapEnv(vec![])).unwrap_err();
+        assert_eq!(errs.errors[0].location, "2");
+        let errs = Config::parse(Path::new("t.toml"), "[servr]\n", &MapEnv(vec![])).unwrap_err();
+        assert!(errs.to_string().contains("servr"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("512 KiB"), Some(512 << 10));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("ten"), None);
+    }
+}

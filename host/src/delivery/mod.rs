@@ -1,0 +1,737 @@
+//! Delivery: one pump per endpoint takes due deliveries from the store
+//! (bounded by the endpoint's `max_in_flight`), runs the endpoint's plugin
+//! chain once, signs, sends, and records the attempt with the next retry.
+//!
+//! A delivery in flight keeps its due-index entry until its attempt is
+//! recorded, so a crash leaves it due: after a restart it is sent again
+//! (at-least-once; receivers dedupe on `webhook-id`). The in-memory
+//! in-flight set stops the pump from taking the same delivery twice.
+
+pub mod envelope;
+pub mod guard;
+pub mod retry;
+pub mod sender;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tracing::{Instrument, debug, info, warn};
+use uuid::Uuid;
+
+use crate::plugins::{Outcome, PluginError, PluginEvent};
+use crate::registry::{LiveEndpoint, Registry};
+use crate::signing;
+use crate::store::{
+    AttemptRecord, AttemptUpdate, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord, Store,
+    StoredOutput, now_ms,
+};
+use crate::telemetry::Metrics;
+
+pub use sender::Sender;
+
+/// Settings that apply to every endpoint.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub max_retry_after: Duration,
+    /// An endpoint whose every attempt failed for this long is disabled.
+    pub disable_after: Duration,
+}
+
+/// Per-endpoint live state shared by its pump and its attempts.
+struct EndpointShared {
+    uid: Uuid,
+    live: Mutex<Arc<LiveEndpoint>>,
+    in_flight: Mutex<HashSet<Uuid>>,
+    sem: Arc<Semaphore>,
+    capacity: AtomicUsize,
+    health: Mutex<EndpointState>,
+    notify: Notify,
+    removed: AtomicBool,
+}
+
+impl EndpointShared {
+    fn live(&self) -> Arc<LiveEndpoint> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, EndpointState> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Inner {
+    store: Store,
+    sender: Sender,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    settings: DispatchSettings,
+    endpoints: Mutex<HashMap<Uuid, Arc<EndpointShared>>>,
+    shutdown: watch::Sender<bool>,
+    in_flight: AtomicU64,
+    idle: Notify,
+}
+
+/// The delivery engine.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+/// What one attempt ended in, for callers that wait (ping, tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptSummary {
+    pub status: DeliveryStatus,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// The endpoint health the API shows.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub state: EndpointState,
+    pub in_flight: usize,
+}
+
+enum ChainResult {
+    Skip(String),
+    Output(StoredOutput),
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        sender: Sender,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        settings: DispatchSettings,
+    ) -> Dispatcher {
+        let (shutdown, _) = watch::channel(false);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                sender,
+                registry,
+                metrics,
+                settings,
+                endpoints: Mutex::new(HashMap::new()),
+                shutdown,
+                in_flight: AtomicU64::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    fn shared(&self, uid: Uuid) -> Option<Arc<EndpointShared>> {
+        self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).cloned()
+    }
+
+    /// Starts pumps for new endpoints, updates changed ones, stops removed
+    /// ones, following the registry's current snapshot.
+    pub fn sync(&self) {
+        let snap = self.inner.registry.snapshot();
+        let mut map = self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        for (uid, live) in &snap.by_uid {
+            let cap = live.spec.max_in_flight.max(1);
+            match map.get(uid) {
+                Some(shared) => {
+                    *shared.live.lock().unwrap_or_else(|p| p.into_inner()) = live.clone();
+                    let old = shared.capacity.swap(cap, Ordering::SeqCst);
+                    if cap > old {
+                        shared.sem.add_permits(cap - old);
+                    } else if cap < old {
+                        shared.sem.forget_permits(old - cap);
+                    }
+                    shared.notify.notify_one();
+                }
+                None => {
+                    let health = self.inner.store.endpoint_state(*uid).unwrap_or_default();
+                    let shared = Arc::new(EndpointShared {
+                        uid: *uid,
+                        live: Mutex::new(live.clone()),
+                        in_flight: Mutex::new(HashSet::new()),
+                        sem: Arc::new(Semaphore::new(cap)),
+                        capacity: AtomicUsize::new(cap),
+                        health: Mutex::new(health),
+                        notify: Notify::new(),
+                        removed: AtomicBool::new(false),
+                    });
+                    map.insert(*uid, shared.clone());
+                    let d = self.clone();
+                    tokio::spawn(async move { d.pump(shared).await });
+                }
+            }
+        }
+        map.retain(|uid, shared| {
+            let keep = snap.by_uid.contains_key(uid);
+            if !keep {
+                shared.removed.store(true, Ordering::SeqCst);
+                shared.notify.notify_one();
+            }
+            keep
+        });
+    }
+
+    /// Wakes an endpoint's pump (new deliveries are due).
+    pub fn notify(&self, uid: Uuid) {
+        if let Some(s) = self.shared(uid) {
+            s.notify.notify_one();
+        }
+    }
+
+    /// Whether new events should be fanned out to this endpoint.
+    pub fn accepts(&self, uid: Uuid) -> bool {
+        self.shared(uid).is_none_or(|s| s.health().disabled_reason.is_none())
+    }
+
+    pub fn health(&self, uid: Uuid) -> Health {
+        match self.shared(uid) {
+            Some(s) => Health { state: s.health().clone(), in_flight: s.in_flight().len() },
+            None => Health { state: self.inner.store.endpoint_state(uid).unwrap_or_default(), in_flight: 0 },
+        }
+    }
+
+    /// Re-enables an endpoint disabled by 410 or sustained failure.
+    pub fn enable(&self, uid: Uuid) -> Result<(), crate::store::StoreError> {
+        let state = EndpointState::default();
+        self.inner.store.put_endpoint_state(uid, &state)?;
+        if let Some(s) = self.shared(uid) {
+            *s.health() = state;
+            s.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking new work and waits (up to `grace`) for attempts in
+    /// flight to finish. Unfinished ones stay due in the store.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.inner.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::timeout_at(deadline, self.inner.idle.notified()).await.is_err() {
+                warn!(
+                    in_flight = self.inner.in_flight.load(Ordering::SeqCst),
+                    "shutdown grace period over; unfinished attempts stay due and run after restart"
+                );
+                break;
+            }
+        }
+    }
+
+    async fn pump(self, ep: Arc<EndpointShared>) {
+        let mut shutdown = self.inner.shutdown.subscribe();
+        let store = &self.inner.store;
+        loop {
+            if *shutdown.borrow() || ep.removed.load(Ordering::SeqCst) {
+                break;
+            }
+            let live = ep.live();
+            let disabled = !live.spec.enabled || ep.health().disabled_reason.is_some();
+            if disabled {
+                tokio::select! {
+                    _ = ep.notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let first = tokio::select! {
+                p = ep.sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.changed() => continue,
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = ep.sem.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let now = now_ms();
+            let due = {
+                let taken = ep.in_flight();
+                store.due(ep.uid, now, permits.len(), |e| taken.contains(&e))
+            };
+            let due = match due {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(endpoint = %live.spec.id, error = %e, "reading the due index failed; retrying in 1 s");
+                    drop(permits);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if due.is_empty() {
+                drop(permits);
+                let next = {
+                    let taken = ep.in_flight();
+                    store.next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e)).ok().flatten()
+                };
+                let wait = next.map(|t| (t - now).clamp(1, 1000)).unwrap_or(1000) as u64;
+                tokio::select! {
+                    _ = ep.notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let mut in_flight = ep.in_flight();
+            for (d, permit) in due.into_iter().zip(permits.drain(..)) {
+                in_flight.insert(d.event);
+                self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
+                let this = self.clone();
+                let shared = ep.clone();
+                let span = tracing::info_span!("attempt", event = %d.event, account = %live.spec.account, endpoint = %live.spec.id);
+                tokio::spawn(async move { this.attempt(shared, d, permit).await }.instrument(span));
+            }
+        }
+        debug!(endpoint = %ep.uid, "pump stopped");
+    }
+
+    async fn attempt(self, ep: Arc<EndpointShared>, due: Due, permit: OwnedSemaphorePermit) {
+        let live = ep.live();
+        if let Err(e) = self.run_attempt(&ep, &live, due).await {
+            warn!(error = %e, "attempt could not be recorded; it stays due and will run again");
+        }
+        drop(permit);
+        ep.in_flight().remove(&due.event);
+        ep.notify.notify_one();
+        if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.idle.notify_waiters();
+        }
+    }
+
+    /// One attempt of one delivery; `Err` only for storage failures.
+    async fn run_attempt(
+        &self,
+        ep: &EndpointShared,
+        live: &LiveEndpoint,
+        due: Due,
+    ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
+        let store = &self.inner.store;
+        let stale = |store: &Store| store.remove_due(ep.uid, due);
+        let Some(mut rec) = store.delivery(due.event, ep.uid)? else {
+            stale(store)?;
+            return Ok(None);
+        };
+        if rec.status.is_final() || rec.due_ms != Some(due.due_ms) {
+            stale(store)?;
+            return Ok(None);
+        }
+        let Some(event) = store.event(due.event)? else {
+            stale(store)?;
+            return Ok(None);
+        };
+        let delivery_id = envelope::delivery_id(due.event, ep.uid);
+        let output = match rec.output.take() {
+            Some(o) => Ok(ChainResult::Output(o)),
+            None => self.run_chain(live, due.event, delivery_id, &event).await,
+        };
+        let now = now_ms();
+        let output = match output {
+            Ok(ChainResult::Output(o)) => o,
+            Ok(ChainResult::Skip(reason)) => {
+                debug!(%reason, "filtered by a plugin");
+                rec.status = DeliveryStatus::Filtered;
+                rec.reason = Some(reason);
+                rec.due_ms = None;
+                rec.updated_ms = now;
+                store.record_attempt(AttemptUpdate {
+                    event: due.event,
+                    endpoint: ep.uid,
+                    old_due_ms: Some(due.due_ms),
+                    record: &rec,
+                    attempt: None,
+                    endpoint_state: None,
+                })?;
+                self.inner.metrics.delivery(&live.spec.id, "filtered");
+                return Ok(Some(AttemptSummary { status: rec.status, http_status: None, error: None, latency_ms: 0 }));
+            }
+            Err(e) => {
+                warn!(plugin = %e.plugin, kind = e.kind.as_str(), error = %e.message, "plugin failed; the attempt counts as failed");
+                self.inner.metrics.plugin_error(&e.plugin, e.kind.as_str());
+                let attempt = AttemptRecord {
+                    at_ms: now,
+                    status: None,
+                    error: Some(e.to_string()),
+                    latency_us: 0,
+                    response: Vec::new(),
+                };
+                return self.failed(ep, live, due, rec, None, attempt, None).map(Some);
+            }
+        };
+
+        // Sign and send.
+        let headers = match self.headers(live, delivery_id, &output, now) {
+            Ok(h) => h,
+            Err(msg) => {
+                let attempt = AttemptRecord { at_ms: now, status: None, error: Some(msg), latency_us: 0, response: Vec::new() };
+                return self.failed(ep, live, due, rec, Some(output), attempt, None).map(Some);
+            }
+        };
+        let body = Bytes::from(output.body.clone());
+        let (result, latency) = self.inner.sender.post(&live.uri, headers, body, live.spec.timeout).await;
+        self.inner.metrics.attempt_latency.observe(latency);
+        let at_ms = now_ms();
+        match result {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                rec.attempts += 1;
+                rec.status = DeliveryStatus::Delivered;
+                rec.due_ms = None;
+                rec.last_status = Some(resp.status);
+                rec.last_error = None;
+                rec.updated_ms = at_ms;
+                let attempt = AttemptRecord {
+                    at_ms,
+                    status: Some(resp.status),
+                    error: None,
+                    latency_us: latency.as_micros() as u64,
+                    response: resp.excerpt,
+                };
+                let state = {
+                    let mut h = ep.health();
+                    let had_failures = h.consecutive_failures > 0 || h.last_success_ms.is_none();
+                    h.consecutive_failures = 0;
+                    h.first_failure_ms = None;
+                    h.last_success_ms = Some(at_ms);
+                    had_failures.then(|| h.clone())
+                };
+                store.record_attempt(AttemptUpdate {
+                    event: due.event,
+                    endpoint: ep.uid,
+                    old_due_ms: Some(due.due_ms),
+                    record: &rec,
+                    attempt: Some(&attempt),
+                    endpoint_state: state.as_ref(),
+                })?;
+                self.inner.metrics.delivery(&live.spec.id, "delivered");
+                debug!(status = resp.status, latency_ms = latency.as_millis() as u64, attempt = rec.attempts, "delivered");
+                Ok(Some(AttemptSummary {
+                    status: rec.status,
+                    http_status: Some(resp.status),
+                    error: None,
+                    latency_ms: latency.as_millis() as u64,
+                }))
+            }
+            Ok(resp) => {
+                let retry_after = if matches!(resp.status, 429 | 503) {
+                    resp.retry_after.as_deref().and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()))
+                } else {
+                    None
+                };
+                let status = resp.status;
+                let attempt = AttemptRecord {
+                    at_ms,
+                    status: Some(status),
+                    error: None,
+                    latency_us: latency.as_micros() as u64,
+                    response: resp.excerpt,
+                };
+                if status == 410 {
+                    return self.gone(ep, live, due, rec, attempt).map(Some);
+                }
+                self.failed(ep, live, due, rec, Some(output), attempt, retry_after).map(Some)
+            }
+            Err(msg) => {
+                let attempt = AttemptRecord {
+                    at_ms,
+                    status: None,
+                    error: Some(msg),
+                    latency_us: latency.as_micros() as u64,
+                    response: Vec::new(),
+                };
+                self.failed(ep, live, due, rec, Some(output), attempt, None).map(Some)
+            }
+        }
+    }
+
+    /// Runs the endpoint's plugin chain on a blocking thread.
+    async fn run_chain(
+        &self,
+        live: &LiveEndpoint,
+        event_id: Uuid,
+        delivery_id: Uuid,
+        event: &EventRecord,
+    ) -> Result<ChainResult, PluginError> {
+        let default_body = |payload: &[u8]| {
+            envelope::keygen_envelope(&envelope::EnvelopeInput {
+                delivery_id,
+                account: &event.account,
+                endpoint_url: &live.spec.url,
+                event_type: &event.event_type,
+                created_ms: event.created_ms,
+                payload,
+            })
+        };
+        if live.chain.is_empty() {
+            return Ok(ChainResult::Output(StoredOutput {
+                body: default_body(&event.payload),
+                content_type: "application/json".into(),
+                headers: Vec::new(),
+            }));
+        }
+        let chain = live.chain.clone();
+        let mut pe = PluginEvent {
+            id: event_id.to_string(),
+            account: event.account.clone(),
+            endpoint: live.spec.id.clone(),
+            event_type: event.event_type.clone(),
+            created: envelope::rfc3339(event.created_ms),
+            created_ms: event.created_ms,
+            payload: event.payload.clone(),
+        };
+        let start = std::time::Instant::now();
+        let end = tokio::task::spawn_blocking(move || -> Result<ChainEnd, PluginError> {
+            for binding in &chain {
+                match binding.call(&pe)? {
+                    Outcome::Pass => {}
+                    Outcome::Skip(reason) => return Ok(ChainEnd::Skip(format!("{}: {reason}", binding.plugin()))),
+                    Outcome::Rewrite(payload) => pe.payload = payload,
+                    Outcome::Replace { body, content_type, headers } => {
+                        return Ok(ChainEnd::Replace(StoredOutput { body, content_type, headers }));
+                    }
+                }
+            }
+            Ok(ChainEnd::Payload(pe.payload))
+        })
+        .await
+        .map_err(|e| PluginError::new("chain", crate::plugins::PluginErrorKind::Internal, format!("plugin task failed: {e}")))?;
+        self.inner.metrics.plugin_duration.observe(start.elapsed());
+        Ok(match end? {
+            ChainEnd::Skip(reason) => ChainResult::Skip(reason),
+            ChainEnd::Replace(out) => ChainResult::Output(out),
+            ChainEnd::Payload(payload) => ChainResult::Output(StoredOutput {
+                body: default_body(&payload),
+                content_type: "application/json".into(),
+                headers: Vec::new(),
+            }),
+        })
+    }
+
+    fn headers(
+        &self,
+        live: &LiveEndpoint,
+        delivery_id: Uuid,
+        out: &StoredOutput,
+        now: i64,
+    ) -> Result<http::HeaderMap, String> {
+        let mut h = http::HeaderMap::new();
+        let ct = HeaderValue::from_str(&out.content_type).map_err(|_| "invalid content type from plugin".to_string())?;
+        h.insert(http::header::CONTENT_TYPE, ct);
+        h.insert(http::header::USER_AGENT, HeaderValue::from_static(sender::USER_AGENT));
+        for (k, v) in &out.headers {
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?} from plugin"))?;
+            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?} from plugin"))?;
+            h.append(name, value);
+        }
+        let id = delivery_id.to_string();
+        let ts = now / 1000;
+        if live.spec.standard_signature {
+            let sig = signing::standard_signature(&live.spec.secrets, now, &id, ts, &out.body);
+            h.insert("webhook-id", HeaderValue::from_str(&id).map_err(|e| e.to_string())?);
+            h.insert("webhook-timestamp", HeaderValue::from(ts));
+            h.insert("webhook-signature", HeaderValue::from_str(&sig).map_err(|e| e.to_string())?);
+        }
+        if live.spec.keygen_signature {
+            let snap = self.inner.registry.snapshot();
+            let key = snap
+                .account(&live.spec.account)
+                .and_then(|a| a.keygen_key.clone())
+                .ok_or("the account has no keygen_signing_key")?;
+            let host = live.uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
+            let path = live.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let k = signing::keygen_sign(&key, &live.spec.account, &host, &path, &date, &out.body);
+            h.insert(http::header::DATE, HeaderValue::from_str(&k.date).map_err(|e| e.to_string())?);
+            h.insert("digest", HeaderValue::from_str(&k.digest).map_err(|e| e.to_string())?);
+            h.insert("keygen-signature", HeaderValue::from_str(&k.signature).map_err(|e| e.to_string())?);
+        }
+        Ok(h)
+    }
+
+    /// Records a failed attempt and schedules the next, or fails for good.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        ep: &EndpointShared,
+        live: &LiveEndpoint,
+        due: Due,
+        mut rec: DeliveryRecord,
+        output: Option<StoredOutput>,
+        attempt: AttemptRecord,
+        retry_after: Option<Duration>,
+    ) -> Result<AttemptSummary, crate::store::StoreError> {
+        let now = attempt.at_ms;
+        rec.attempts += 1;
+        rec.last_status = attempt.status;
+        rec.last_error = attempt.error.clone();
+        rec.updated_ms = now;
+        let next = live
+            .spec
+            .retry_schedule
+            .next_delay(rec.attempts, retry_after, self.inner.settings.max_retry_after);
+        match next {
+            Some(d) => {
+                rec.status = DeliveryStatus::Failing;
+                rec.due_ms = Some(now + d.as_millis() as i64);
+                rec.output = output;
+            }
+            None => {
+                rec.status = DeliveryStatus::Failed;
+                rec.due_ms = None;
+                rec.output = None;
+            }
+        }
+        let (state, disable) = {
+            let mut h = ep.health();
+            h.consecutive_failures += 1;
+            let first = *h.first_failure_ms.get_or_insert(now);
+            h.last_error = Some(match (&attempt.status, &attempt.error) {
+                (Some(s), _) => format!("HTTP {s}"),
+                (None, Some(e)) => e.clone(),
+                (None, None) => "failed".into(),
+            });
+            let disable = h.disabled_reason.is_none()
+                && Duration::from_millis((now - first).max(0) as u64) >= self.inner.settings.disable_after;
+            if disable {
+                h.disabled_reason = Some(format!(
+                    "every attempt failed for {} (last error: {})",
+                    humantime::format_duration(self.inner.settings.disable_after),
+                    h.last_error.clone().unwrap_or_default()
+                ));
+                h.disabled_at_ms = Some(now);
+            }
+            (h.clone(), disable)
+        };
+        if state.disabled_reason.is_some() && rec.status == DeliveryStatus::Failing {
+            rec.status = DeliveryStatus::Disabled;
+            rec.reason = state.disabled_reason.clone();
+            rec.due_ms = None;
+            rec.output = None;
+        }
+        self.inner.store.record_attempt(AttemptUpdate {
+            event: due.event,
+            endpoint: ep.uid,
+            old_due_ms: Some(due.due_ms),
+            record: &rec,
+            attempt: Some(&attempt),
+            endpoint_state: Some(&state),
+        })?;
+        let outcome = match rec.status {
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Disabled => "disabled",
+            _ => "attempt_failed",
+        };
+        self.inner.metrics.delivery(&live.spec.id, outcome);
+        debug!(status = ?attempt.status, error = ?attempt.error, attempts = rec.attempts, next_ms = ?rec.due_ms, "attempt failed");
+        if disable {
+            warn!(endpoint = %live.spec.id, reason = ?state.disabled_reason, "endpoint disabled");
+            self.disable_pending(ep.uid, state.disabled_reason.clone().unwrap_or_default());
+        }
+        Ok(AttemptSummary {
+            status: rec.status,
+            http_status: attempt.status,
+            error: attempt.error,
+            latency_ms: attempt.latency_us / 1000,
+        })
+    }
+
+    /// 410 Gone: the receiver asks us to stop. Disable the endpoint.
+    fn gone(
+        &self,
+        ep: &EndpointShared,
+        live: &LiveEndpoint,
+        due: Due,
+        mut rec: DeliveryRecord,
+        attempt: AttemptRecord,
+    ) -> Result<AttemptSummary, crate::store::StoreError> {
+        let reason = "the receiver answered 410 Gone".to_string();
+        let state = {
+            let mut h = ep.health();
+            h.disabled_reason = Some(reason.clone());
+            h.disabled_at_ms = Some(attempt.at_ms);
+            h.last_error = Some("HTTP 410".into());
+            h.clone()
+        };
+        rec.attempts += 1;
+        rec.status = DeliveryStatus::Disabled;
+        rec.reason = Some(reason.clone());
+        rec.last_status = attempt.status;
+        rec.due_ms = None;
+        rec.output = None;
+        rec.updated_ms = attempt.at_ms;
+        self.inner.store.record_attempt(AttemptUpdate {
+            event: due.event,
+            endpoint: ep.uid,
+            old_due_ms: Some(due.due_ms),
+            record: &rec,
+            attempt: Some(&attempt),
+            endpoint_state: Some(&state),
+        })?;
+        self.inner.metrics.delivery(&live.spec.id, "disabled");
+        info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
+        self.disable_pending(ep.uid, reason);
+        Ok(AttemptSummary { status: rec.status, http_status: Some(410), error: None, latency_ms: attempt.latency_us / 1000 })
+    }
+
+    /// Marks every pending delivery of a disabled endpoint as disabled (in
+    /// the background). `recover` puts them back after re-enabling.
+    fn disable_pending(&self, uid: Uuid, reason: String) {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken: HashSet<Uuid> = this.shared(uid).map(|s| s.in_flight().clone()).unwrap_or_default();
+            match this.inner.store.disable_pending(uid, &reason, |e| taken.contains(&e)) {
+                Ok(n) => info!(endpoint = %uid, count = n, "pending deliveries marked disabled"),
+                Err(e) => warn!(endpoint = %uid, error = %e, "marking pending deliveries disabled failed"),
+            }
+        });
+    }
+
+    /// Puts one delivery back in the due index now (manual retry/recover).
+    pub fn requeue(&self, event: Uuid, uid: Uuid) -> Result<bool, crate::store::StoreError> {
+        let Some(rec) = self.inner.store.delivery(event, uid)? else { return Ok(false) };
+        if let Some(s) = self.shared(uid) {
+            if s.in_flight().contains(&event) {
+                return Ok(true);
+            }
+        }
+        self.inner.store.requeue(event, uid, rec, now_ms())?;
+        self.notify(uid);
+        Ok(true)
+    }
+
+    /// Runs one attempt of `event` to `uid` right now, outside the pump, and
+    /// returns its result (test pings). The event must already be stored.
+    pub async fn attempt_now(&self, event: Uuid, uid: Uuid) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
+        let Some(ep) = self.shared(uid) else { return Ok(None) };
+        let Some(rec) = self.inner.store.delivery(event, uid)? else { return Ok(None) };
+        let Some(due_ms) = rec.due_ms else { return Ok(None) };
+        {
+            let mut taken = ep.in_flight();
+            if !taken.insert(event) {
+                return Ok(None);
+            }
+        }
+        let live = ep.live();
+        let r = self.run_attempt(&ep, &live, Due { event, due_ms }).await;
+        ep.in_flight().remove(&event);
+        r
+    }
+}
+
+/// Where a plugin chain ended.
+enum ChainEnd {
+    Skip(String),
+    Replace(StoredOutput),
+    /// Every plugin passed or rewrote: wrap this payload in the envelope.
+    Payload(Vec<u8>),
+}

@@ -1,0 +1,258 @@
+//! Ingest: turns a `POST /v1/accounts/{account}/events` body into an event
+//! ready to store, in either accepted form — native
+//! `{"event", "payload", "id"?, "created"?}` or a Keygen webhook-event
+//! envelope — and rejects anything ambiguous with a JSON:API error that
+//! points at the offending member.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::api::ApiError;
+
+/// Longest accepted event type / id / idempotency key.
+const MAX_TYPE: usize = 128;
+const MAX_ID: usize = 255;
+
+/// A validated event, not yet stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedEvent {
+    pub event_type: String,
+    /// The resource document (JSON object text).
+    pub payload: Vec<u8>,
+    /// The producer's id, if given (dedupes like an Idempotency-Key).
+    pub source_id: Option<String>,
+    pub created_ms: Option<i64>,
+}
+
+// serde's derive refuses duplicate fields, which is what we want: a body
+// with two `event` members is ambiguous and must not be guessed at.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Native<'a> {
+    #[serde(borrow)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KeygenData<'a> {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+    #[serde(borrow)]
+    attributes: Option<&'a RawValue>,
+    #[serde(borrow)]
+    meta: Option<&'a RawValue>,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    relationships: Option<&'a RawValue>,
+    #[allow(dead_code)]
+    #[serde(borrow)]
+    links: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct KeygenAttributes {
+    event: Option<String>,
+    payload: Option<String>,
+    created: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KeygenMeta {
+    #[serde(rename = "idempotencyToken")]
+    idempotency_token: Option<String>,
+}
+
+fn bad(detail: impl Into<String>, pointer: &str) -> ApiError {
+    ApiError::bad_request("Invalid event", detail, Some(pointer))
+}
+
+fn json_error(e: serde_json::Error) -> ApiError {
+    let msg = e.to_string();
+    if msg.contains("duplicate field") {
+        return ApiError::bad_request(
+            "Ambiguous event",
+            format!("the body repeats a member ({msg}); send each member once"),
+            None,
+        );
+    }
+    if msg.contains("unknown field") {
+        return ApiError::bad_request(
+            "Invalid event",
+            format!("{msg}; an event is {{\"event\", \"payload\", \"id\"?, \"created\"?}} or a Keygen webhook-event envelope"),
+            None,
+        );
+    }
+    ApiError::bad_request("Malformed JSON", format!("the body is not valid JSON: {msg}"), None)
+}
+
+fn string_member(raw: &RawValue, pointer: &str, max: usize) -> Result<String, ApiError> {
+    let s: String = serde_json::from_str(raw.get())
+        .map_err(|_| bad("must be a string", pointer))?;
+    if s.is_empty() || s.len() > max {
+        return Err(bad(format!("must be 1 to {max} characters"), pointer));
+    }
+    Ok(s)
+}
+
+/// Checks an event type such as `license.validation.succeeded`.
+pub fn check_event_type(t: &str, pointer: &str) -> Result<(), ApiError> {
+    let ok = !t.is_empty()
+        && t.len() <= MAX_TYPE
+        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        && !t.starts_with('.')
+        && !t.ends_with('.')
+        && !t.contains("..");
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            format!("{t:?} is not an event type: lower-case words separated by dots, e.g. \"license.created\""),
+            pointer,
+        ))
+    }
+}
+
+/// Parses an RFC 3339 timestamp to Unix ms.
+pub fn parse_time(s: &str, pointer: &str) -> Result<i64, ApiError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad(format!("{s:?} is not an RFC 3339 time such as \"2024-05-01T12:00:00Z\""), pointer))?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).map_err(|_| bad("time out of range", pointer))
+}
+
+/// The payload must be a JSON object (a resource document).
+fn check_document(text: &str, pointer: &str) -> Result<(), ApiError> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(bad("must be a JSON object: the resource document {\"data\": {...}}", pointer));
+    }
+    Ok(())
+}
+
+/// Parses and validates an ingest body.
+pub fn parse(body: &[u8]) -> Result<ParsedEvent, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request("Malformed JSON", format!("the body is not UTF-8: {e}"), None))?;
+    let native: Native<'_> = serde_json::from_str(text).map_err(json_error)?;
+    if let Some(data) = native.data {
+        if native.event.is_some() || native.payload.is_some() {
+            return Err(ApiError::bad_request(
+                "Ambiguous event",
+                "the body has both `data` (Keygen envelope) and `event`/`payload` (native form); send one form",
+                None,
+            ));
+        }
+        return parse_keygen(data);
+    }
+    let event = native
+        .event
+        .ok_or_else(|| bad("is required: the event type, e.g. \"license.created\"", "/event"))?;
+    let event_type = string_member(event, "/event", MAX_TYPE)?;
+    check_event_type(&event_type, "/event")?;
+    let payload = native
+        .payload
+        .ok_or_else(|| bad("is required: the resource document {\"data\": {...}}", "/payload"))?;
+    check_document(payload.get(), "/payload")?;
+    let source_id = native.id.map(|v| string_member(v, "/id", MAX_ID)).transpose()?;
+    let created_ms = match native.created {
+        None => None,
+        Some(v) => Some(parse_time(&string_member(v, "/created", 64)?, "/created")?),
+    };
+    Ok(ParsedEvent { event_type, payload: payload.get().as_bytes().to_vec(), source_id, created_ms })
+}
+
+fn parse_keygen(data: &RawValue) -> Result<ParsedEvent, ApiError> {
+    let d: KeygenData<'_> = serde_json::from_str(data.get()).map_err(|e| bad(format!("{e}"), "/data"))?;
+    if d.kind.as_deref() != Some("webhook-events") {
+        return Err(bad("must be \"webhook-events\" for a Keygen envelope", "/data/type"));
+    }
+    let attrs = d.attributes.ok_or_else(|| bad("is required", "/data/attributes"))?;
+    let a: KeygenAttributes = serde_json::from_str(attrs.get()).map_err(|e| bad(format!("{e}"), "/data/attributes"))?;
+    let event_type = a.event.ok_or_else(|| bad("is required", "/data/attributes/event"))?;
+    check_event_type(&event_type, "/data/attributes/event")?;
+    let payload = a
+        .payload
+        .ok_or_else(|| bad("is required: the resource document as a JSON string", "/data/attributes/payload"))?;
+    let doc: &RawValue = serde_json::from_str(&payload)
+        .map_err(|e| bad(format!("is not a JSON document: {e}"), "/data/attributes/payload"))?;
+    check_document(doc.get(), "/data/attributes/payload")?;
+    let token = match d.meta {
+        Some(m) => serde_json::from_str::<KeygenMeta>(m.get())
+            .map_err(|e| bad(format!("{e}"), "/data/meta"))?
+            .idempotency_token,
+        None => None,
+    };
+    let source_id = token.or(d.id);
+    if let Some(id) = &source_id {
+        if id.is_empty() || id.len() > MAX_ID {
+            return Err(bad(format!("must be 1 to {MAX_ID} characters"), "/data/meta/idempotencyToken"));
+        }
+    }
+    let created_ms = a.created.map(|c| parse_time(&c, "/data/attributes/created")).transpose()?;
+    Ok(ParsedEvent { event_type, payload: doc.get().as_bytes().to_vec(), source_id, created_ms })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_form() {
+        let e = parse(br#"{"event":"license.created","payload":{"data":{"id":"1"}},"id":"evt_1","created":"2024-01-02T03:04:05Z"}"#).unwrap();
+        assert_eq!(e.event_type, "license.created");
+        assert_eq!(e.payload, br#"{"data":{"id":"1"}}"#);
+        assert_eq!(e.source_id.as_deref(), Some("evt_1"));
+        assert_eq!(e.created_ms, Some(1_704_164_645_000));
+    }
+
+    #[test]
+    fn keygen_envelope_form() {
+        let body = serde_json::json!({"data": {
+            "id": "wh1", "type": "webhook-events",
+            "attributes": {"event": "user.created", "payload": "{\"data\":{\"id\":\"u1\",\"type\":\"users\"}}",
+                           "created": "2024-01-02T03:04:05.123Z", "status": "DELIVERING"},
+            "relationships": {"account": {"data": {"type": "accounts", "id": "a"}}},
+            "meta": {"idempotencyToken": "tok123"}}});
+        let e = parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(e.event_type, "user.created");
+        assert_eq!(e.payload, br#"{"data":{"id":"u1","type":"users"}}"#);
+        assert_eq!(e.source_id.as_deref(), Some("tok123"));
+        assert_eq!(e.created_ms, Some(1_704_164_645_123));
+    }
+
+    fn pointer_of(body: &[u8]) -> Option<String> {
+        parse(body).unwrap_err().pointer
+    }
+
+    #[test]
+    fn errors_point_at_the_member() {
+        assert_eq!(pointer_of(br#"{"payload":{}}"#).as_deref(), Some("/event"));
+        assert_eq!(pointer_of(br#"{"event":"x.y"}"#).as_deref(), Some("/payload"));
+        assert_eq!(pointer_of(br#"{"event":"X Y","payload":{}}"#).as_deref(), Some("/event"));
+        assert_eq!(pointer_of(br#"{"event":"a.b","payload":[1]}"#).as_deref(), Some("/payload"));
+        assert_eq!(pointer_of(br#"{"event":"a.b","payload":{},"created":"yesterday"}"#).as_deref(), Some("/created"));
+        assert_eq!(pointer_of(br#"{"event":7,"payload":{}}"#).as_deref(), Some("/event"));
+    }
+
+    #[test]
+    fn refuses_ambiguity_and_garbage() {
+        let dup = parse(br#"{"event":"a.b","event":"c.d","payload":{}}"#).unwrap_err();
+        assert!(dup.detail.contains("repeats"), "{}", dup.detail);
+        assert!(parse(br#"{"event":"a.b","payload":{},"data":{}}"#).is_err());
+        assert!(parse(b"\xff\xfe").is_err());
+        assert!(parse(b"{").is_err());
+        assert!(parse(br#"{"event":"a.b","payload":{},"extra":1}"#).is_err());
+        let deep = format!("{{\"event\":\"a.b\",\"payload\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse(deep.as_bytes()).is_err());
+        assert!(parse(br#"{"event":"a.b","payload":{"n":1e999}}"#).is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! Retention: deletes events (with their deliveries and attempts) older than
+//! `[server] retention` in the background, a small batch at a time so ingest
+//! never waits on it. Deliveries still pending are kept whatever their age.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::server::AppState;
+
+/// Starts the background pruner; it stops with the runtime.
+pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let st = state.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                let cfg = st.config();
+                let cutoff = crate::store::now_ms() - cfg.server.retention.as_millis() as i64;
+                let accounts: Vec<String> = cfg.accounts.iter().map(|a| a.id.clone()).collect();
+                let mut total = 0;
+                for a in accounts {
+                    match st.store.prune(&a, cutoff, 10_000) {
+                        Ok(n) => total += n,
+                        Err(e) => warn!(account = %a, error = %e, "retention pass failed"),
+                    }
+                }
+                total
+            })
+            .await;
+            if let Ok(n) = r {
+                if n > 0 {
+                    info!(deleted = n, "retention: old events deleted");
+                }
+            }
+            let every = (state.config().server.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            tokio::time::sleep(every).await;
+        }
+    })
+}

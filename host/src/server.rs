@@ -1,0 +1,312 @@
+//! The HTTP server: accept loop (hyper 1, HTTP/1.1, header read timeout
+//! against slowloris), routing, the ingest route, health and metrics, and
+//! graceful shutdown. Account-resource routes live in `admin`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::{Instrument, debug, info, warn};
+use uuid::Uuid;
+
+use crate::api::{self, ApiError, Body};
+use crate::config::Config;
+use crate::delivery::Dispatcher;
+use crate::delivery::envelope::rfc3339;
+use crate::plugins::PluginRuntime;
+use crate::registry::Registry;
+use crate::store::{EventRecord, NewEvent, Store, now_ms};
+use crate::telemetry::{Gauges, Metrics};
+use crate::ingest;
+
+/// Everything a request handler may touch.
+pub struct AppState {
+    pub config: std::sync::RwLock<Arc<Config>>,
+    pub registry: Arc<Registry>,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    pub runtime: PluginRuntime,
+    pub metrics: Arc<Metrics>,
+    pub accepting: AtomicBool,
+}
+
+impl AppState {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and lets open
+/// requests finish (bounded by `grace`).
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let header_timeout = state.config().server.header_timeout;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        let svc = service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, std::convert::Infallible>(route(st, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    state.accepting.store(false, Ordering::SeqCst);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        warn!("open connections did not finish within the grace period");
+    }
+}
+
+async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let result = match (&method, segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(api::text(StatusCode::OK, "text/plain", "ok\n".into())),
+        (&Method::GET, ["readyz"]) => Ok(readyz(&state)),
+        (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
+        (&Method::POST, ["v1", "accounts", account, "events"]) => {
+            let account = account.to_string();
+            let span = tracing::info_span!("ingest", %account);
+            ingest_route(&state, req, &account).instrument(span).await
+        }
+        (_, ["v1", "accounts", account, "events"]) => Err(method_not_allowed(&method, account)),
+        _ => crate::admin::route(&state, req, &segments).await,
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => e.to_response(),
+    }
+}
+
+fn method_not_allowed(method: &Method, _account: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "Method not allowed",
+        format!("{method} is not allowed here; events are sent with POST"),
+    )
+}
+
+fn readyz(state: &AppState) -> Response<Body> {
+    let accepting = state.accepting.load(Ordering::SeqCst);
+    let failed: Vec<String> = state
+        .runtime
+        .statuses()
+        .into_iter()
+        .filter(|s| s.last_error.is_some() && s.sha256.is_empty())
+        .map(|s| s.name)
+        .collect();
+    let ready = accepting;
+    let body = json!({"ready": ready, "accepting": accepting, "plugins_failed": failed});
+    api::document(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    let snap = state.registry.snapshot();
+    let stats = state.runtime.stats();
+    let now = now_ms();
+    let mut oldest = 0i64;
+    let mut due_depth = Vec::new();
+    for ep in snap.by_uid.values() {
+        due_depth.push((ep.spec.account.clone(), ep.spec.id.clone(), state.store.due_count(ep.uid) as u64));
+        if let Ok(Some(t)) = state.store.next_due_ms(ep.uid, 1, |_| false) {
+            if t <= now {
+                oldest = oldest.max(now - t);
+            }
+        }
+    }
+    let g = Gauges {
+        due_depth,
+        oldest_due_age_s: oldest as f64 / 1000.0,
+        store_bytes: state.store.size_on_disk(),
+        plugin_reloads: stats.reloads,
+        plugin_load_failures: stats.load_failures,
+        plugins_loaded: state.runtime.statuses().iter().filter(|s| !s.sha256.is_empty()).count() as u64,
+        in_flight: state.dispatcher.in_flight(),
+    };
+    api::text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&g))
+}
+
+/// Reads a body up to `limit` bytes; 413 past it (also for chunked bodies).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
+        if len.to_str().ok().and_then(|s| s.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(e) => Err(ApiError::bad_request("Incomplete body", format!("reading the body failed: {e}"), None)),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "TOO_LARGE",
+        "Payload too large",
+        format!("the body is over {limit} bytes ([server] max_body)"),
+    )
+}
+
+/// JSON bodies only (`application/json` or `application/vnd.api+json`).
+pub fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime == "application/json" || mime == api::JSONAPI {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Unsupported media type",
+            format!("send Content-Type: application/json (got {:?})", ct),
+        ))
+    }
+}
+
+async fn ingest_route(state: &AppState, req: Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+    let start = Instant::now();
+    let r = ingest_inner(state, req, account).await;
+    match &r {
+        Ok(_) => state.metrics.ingest_latency.observe(start.elapsed()),
+        Err(_) => {
+            state.metrics.ingest_rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
+async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+    if !state.accepting.load(Ordering::SeqCst) {
+        return Err(ApiError::unavailable("the router is shutting down; retry shortly"));
+    }
+    let config = state.config();
+    let snap = state.registry.snapshot();
+    api::authorize_account(req.headers(), &snap, config.server.admin_token.as_deref(), account)?;
+    require_json(req.headers())?;
+    let idem_header = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let s = v
+                .to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 255)
+                .ok_or_else(|| ApiError::bad_request("Invalid Idempotency-Key", "must be 1 to 255 visible ASCII characters", None))?;
+            Some(s.to_string())
+        }
+    };
+    let body = read_body(req, config.server.max_body).await?;
+    let parsed = ingest::parse(&body)?;
+    let now = now_ms();
+    let endpoints: Vec<_> = snap
+        .endpoints(account)
+        .iter()
+        .filter(|e| e.spec.enabled && e.spec.subscribes(&parsed.event_type) && state.dispatcher.accepts(e.uid))
+        .cloned()
+        .collect();
+    let id = Uuid::now_v7();
+    let created_ms = parsed.created_ms.unwrap_or(now);
+    let idempotency_key = idem_header.or_else(|| parsed.source_id.clone());
+    let new = NewEvent {
+        id,
+        record: EventRecord {
+            account: account.to_string(),
+            event_type: parsed.event_type.clone(),
+            created_ms,
+            source_id: parsed.source_id,
+            payload: parsed.payload,
+            endpoints: endpoints.iter().map(|e| e.spec.id.clone()).collect(),
+        },
+        idempotency_key,
+        deliveries: endpoints.iter().map(|e| (e.uid, e.spec.id.clone())).collect(),
+    };
+    let committed = state.store.commit(new).await.map_err(|e| {
+        warn!(error = %e, "event not stored");
+        ApiError::unavailable(format!("the event could not be stored ({e}); nothing was accepted, retry later"))
+    })?;
+    if !committed.duplicate {
+        state.metrics.event_ingested(account, &parsed.event_type);
+        for e in &endpoints {
+            state.dispatcher.notify(e.uid);
+        }
+        debug!(event = %committed.id, deliveries = endpoints.len(), "event stored");
+    }
+    let mut body = json!({
+        "data": {
+            "id": committed.id.to_string(),
+            "type": "events",
+            "attributes": {
+                "event": parsed.event_type,
+                "created": rfc3339(created_ms),
+                "endpoints": endpoints.iter().map(|e| e.spec.id.clone()).collect::<Vec<_>>(),
+            },
+            "links": {"self": format!("/v1/accounts/{account}/webhook-events/{}", committed.id)},
+        }
+    });
+    if committed.duplicate {
+        body["meta"] = json!({"duplicate": true});
+        if let Ok(Some(first)) = state.store.event(committed.id) {
+            body["data"]["attributes"]["event"] = json!(first.event_type);
+            body["data"]["attributes"]["created"] = json!(rfc3339(first.created_ms));
+            body["data"]["attributes"]["endpoints"] = json!(first.endpoints);
+        }
+    }
+    let mut resp = api::document(StatusCode::ACCEPTED, &body);
+    if committed.duplicate {
+        resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// Binds the listener, with a clear message when the port is taken.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr}: {e} (is another switchyard running? change [server] listen)")
+    })
+}
+
+pub fn log_listening(addr: SocketAddr) {
+    info!(%addr, "listening");
+}

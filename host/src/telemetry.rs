@@ -1,0 +1,191 @@
+//! Logs and metrics: `tracing-subscriber` set-up (text or JSON, `RUST_LOG`
+//! respected) and the counters and histograms served at `/metrics` in
+//! Prometheus text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default
+/// `info` level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A Prometheus histogram with fixed buckets (seconds).
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        for (i, b) in self.bounds.iter().enumerate() {
+            if s <= *b {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, b) in self.bounds.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braces} {n}");
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
+const PLUGIN_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1];
+
+/// Labeled counters whose label sets come from input (event types): capped
+/// so a producer cannot blow up memory or the scrape.
+struct LabeledCounter {
+    map: Mutex<BTreeMap<String, u64>>,
+}
+
+const MAX_SERIES: usize = 2000;
+
+impl LabeledCounter {
+    fn new() -> Self {
+        LabeledCounter { map: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn add(&self, labels: String, n: u64) {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_SERIES && !m.contains_key(&labels) {
+            *m.entry("overflow=\"true\"".into()).or_insert(0) += n;
+            return;
+        }
+        *m.entry(labels).or_insert(0) += n;
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        for (labels, v) in m.iter() {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Every metric the process exports.
+pub struct Metrics {
+    events_ingested: LabeledCounter,
+    deliveries: LabeledCounter,
+    plugin_errors: LabeledCounter,
+    pub ingest_rejected: AtomicU64,
+    pub attempt_latency: Histogram,
+    pub plugin_duration: Histogram,
+    pub ingest_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            events_ingested: LabeledCounter::new(),
+            deliveries: LabeledCounter::new(),
+            plugin_errors: LabeledCounter::new(),
+            ingest_rejected: AtomicU64::new(0),
+            attempt_latency: Histogram::new(LATENCY_BUCKETS),
+            plugin_duration: Histogram::new(PLUGIN_BUCKETS),
+            ingest_latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// Values read at scrape time from other parts of the process.
+#[derive(Default)]
+pub struct Gauges {
+    pub due_depth: Vec<(String, String, u64)>,
+    pub oldest_due_age_s: f64,
+    pub store_bytes: u64,
+    pub plugin_reloads: u64,
+    pub plugin_load_failures: u64,
+    pub plugins_loaded: u64,
+    pub in_flight: u64,
+}
+
+impl Metrics {
+    pub fn event_ingested(&self, account: &str, event_type: &str) {
+        self.events_ingested
+            .add(format!("account=\"{}\",event=\"{}\"", esc(account), esc(event_type)), 1);
+    }
+
+    /// `outcome`: delivered, attempt_failed, failed, filtered, disabled.
+    pub fn delivery(&self, endpoint: &str, outcome: &str) {
+        self.deliveries
+            .add(format!("endpoint=\"{}\",outcome=\"{outcome}\"", esc(endpoint)), 1);
+    }
+
+    pub fn plugin_error(&self, plugin: &str, kind: &str) {
+        self.plugin_errors
+            .add(format!("plugin=\"{}\",kind=\"{kind}\"", esc(plugin)), 1);
+    }
+
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP switchyard_events_ingested_total Events accepted (202), by account and event type.\n# TYPE switchyard_events_ingested_total counter\n");
+        self.events_ingested.render(&mut out, "switchyard_events_ingested_total");
+        out.push_str("# HELP switchyard_ingest_rejected_total Ingest requests answered with an error.\n# TYPE switchyard_ingest_rejected_total counter\n");
+        let _ = writeln!(out, "switchyard_ingest_rejected_total {}", self.ingest_rejected.load(Ordering::Relaxed));
+        out.push_str("# HELP switchyard_ingest_duration_seconds Time from request to durable 202.\n# TYPE switchyard_ingest_duration_seconds histogram\n");
+        self.ingest_latency.render(&mut out, "switchyard_ingest_duration_seconds", "");
+        out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by endpoint.\n# TYPE switchyard_deliveries_total counter\n");
+        self.deliveries.render(&mut out, "switchyard_deliveries_total");
+        out.push_str("# HELP switchyard_attempt_duration_seconds HTTP attempt latency.\n# TYPE switchyard_attempt_duration_seconds histogram\n");
+        self.attempt_latency.render(&mut out, "switchyard_attempt_duration_seconds", "");
+        out.push_str("# HELP switchyard_plugin_call_duration_seconds Plugin chain run time per delivery.\n# TYPE switchyard_plugin_call_duration_seconds histogram\n");
+        self.plugin_duration.render(&mut out, "switchyard_plugin_call_duration_seconds", "");
+        out.push_str("# HELP switchyard_plugin_errors_total Plugin call errors, by plugin and kind.\n# TYPE switchyard_plugin_errors_total counter\n");
+        self.plugin_errors.render(&mut out, "switchyard_plugin_errors_total");
+        out.push_str("# HELP switchyard_due_deliveries Deliveries waiting in the due index, by endpoint.\n# TYPE switchyard_due_deliveries gauge\n");
+        for (account, endpoint, n) in &g.due_depth {
+            let _ = writeln!(out, "switchyard_due_deliveries{{account=\"{}\",endpoint=\"{}\"}} {n}", esc(account), esc(endpoint));
+        }
+        let _ = write!(
+            out,
+            "# HELP switchyard_oldest_due_age_seconds Age of the oldest delivery that is due and not yet sent.\n# TYPE switchyard_oldest_due_age_seconds gauge\nswitchyard_oldest_due_age_seconds {}\n\
+# HELP switchyard_in_flight_attempts Attempts in flight.\n# TYPE switchyard_in_flight_attempts gauge\nswitchyard_in_flight_attempts {}\n\
+# HELP switchyard_store_bytes Size of the sled store on disk.\n# TYPE switchyard_store_bytes gauge\nswitchyard_store_bytes {}\n\
+# HELP switchyard_plugins_loaded Plugins currently loaded.\n# TYPE switchyard_plugins_loaded gauge\nswitchyard_plugins_loaded {}\n\
+# HELP switchyard_plugin_reloads_total Plugin versions swapped in by hot reload.\n# TYPE switchyard_plugin_reloads_total counter\nswitchyard_plugin_reloads_total {}\n\
+# HELP switchyard_plugin_load_failures_total Plugin files that failed to load.\n# TYPE switchyard_plugin_load_failures_total counter\nswitchyard_plugin_load_failures_total {}\n",
+            g.oldest_due_age_s, g.in_flight, g.store_bytes, g.plugins_loaded, g.plugin_reloads, g.plugin_load_failures
+        );
+        out
+    }
+}
