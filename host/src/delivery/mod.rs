@@ -632,7 +632,13 @@ impl Dispatcher {
             _ => "attempt_failed",
         };
         self.inner.metrics.delivery(&live.spec.id, outcome);
-        debug!(status = ?attempt.status, error = ?attempt.error, attempts = rec.attempts, next_ms = ?rec.due_ms, "attempt failed");
+        info!(
+            status = ?attempt.status,
+            error = attempt.error.as_deref().unwrap_or(""),
+            attempts = rec.attempts,
+            next_in_ms = rec.due_ms.map(|d| d - now),
+            "attempt failed"
+        );
         if disable {
             warn!(endpoint = %live.spec.id, reason = ?state.disabled_reason, "endpoint disabled");
             self.disable_pending(ep.uid, state.disabled_reason.clone().unwrap_or_default());
