@@ -602,3 +602,96 @@ fn cli_run_output_shape() {
     assert_eq!(check["exports"], json!(["configure", "handle"]));
     assert_eq!(check["sha256"].as_str().unwrap().len(), 64);
 }
+
+#[test]
+fn switchyard_plugin_run_binary() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let ev = dir.path().join("event.json");
+    std::fs::write(
+        &ev,
+        json!({"event": "license.expired", "id": "evt-1", "created": "2026-01-02T03:04:05Z",
+               "payload": {"data": {"id": "l1", "type": "licenses", "attributes": {"status": "EXPIRED"}}}})
+        .to_string(),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_switchyard");
+    let wasm = artifact("misbehave");
+
+    let out = Command::new(bin)
+        .args(["plugin", "run", wasm.to_str().unwrap(), "--event"])
+        .arg(&ev)
+        .args(["--config", r#"{"tag": "bin"}"#])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.trim_end().lines().count(),
+        1,
+        "one line of JSON: {stdout}"
+    );
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["outcome"], "replace");
+    let body: Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        body,
+        json!({"tag": "bin", "event": "license.expired", "id": "evt-1"})
+    );
+
+    // A name in --plugins-dir, event-filter skipping.
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        artifact("event-filter"),
+        plugins.path().join("event-filter.wasm"),
+    )
+    .unwrap();
+    let out = Command::new(bin)
+        .args(["plugin", "run", "event-filter", "--event"])
+        .arg(&ev)
+        .args(["--config", r#"{"include": ["user.*"]}"#, "--plugins-dir"])
+        .arg(plugins.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "skip");
+    assert!(v["reason"].as_str().unwrap().contains("not included"));
+
+    // Deadline: exit 1, actionable message on stderr, nothing on stdout.
+    let out = Command::new(bin)
+        .args(["plugin", "run", wasm.to_str().unwrap(), "--event"])
+        .arg(&ev)
+        .args(["--config", r#"{"mode": "loop"}"#, "--deadline-ms", "20"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("deadline") && stderr.contains("--deadline-ms"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = Command::new(bin)
+        .args(["plugin", "check"])
+        .arg(&wasm)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["world"], "switchyard:plugin/plugin@0.1.0");
+    assert_eq!(v["exports"], json!(["configure", "handle"]));
+}

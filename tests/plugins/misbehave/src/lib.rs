@@ -9,7 +9,10 @@
 //! - `loop`: spins forever;
 //! - `alloc`: allocates without bound;
 //! - `huge`: replaces the body with `size` bytes (default 10 MiB);
-//! - `reject`: rejects its configuration.
+//! - `reject`: rejects its configuration;
+//! - `transform`: a realistic transform for benchmarks: parses the Keygen
+//!   payload and replaces the body with a Segment-style `track` call
+//!   ([`transform`], also callable natively).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -37,7 +40,9 @@ impl Plugin for Misbehave {
     fn new(c: Config) -> Result<Self, Error> {
         let mode = c.mode.unwrap_or_else(|| "replace".into());
         if mode == "reject" {
-            return Err(Error::bad_config("misbehave rejects this configuration on purpose"));
+            return Err(Error::bad_config(
+                "misbehave rejects this configuration on purpose",
+            ));
         }
         Ok(Misbehave {
             mode,
@@ -67,6 +72,7 @@ impl Plugin for Misbehave {
                     std::hint::black_box(&hoard);
                 }
             }
+            "transform" => transform(event, &self.tag),
             "huge" => Ok(Outcome::Replace(Replacement {
                 body: vec![b'x'; self.size],
                 content_type: "text/plain".into(),
@@ -87,4 +93,60 @@ impl Plugin for Misbehave {
     }
 }
 
+/// Keygen event → Segment-style `track` call: parses the resource document,
+/// picks the user, license attributes, relationships and metadata, and
+/// serializes a new JSON body (with a Basic `Authorization` header).
+pub fn transform(event: &Event, write_key: &str) -> Result<Outcome, Error> {
+    let doc = event.document()?;
+    let user_id = doc
+        .relationship_id("owner")
+        .or_else(|| doc.relationship_id("user"))
+        .or_else(|| doc.resource_id())
+        .unwrap_or("anonymous");
+    let mut words: Vec<String> = event
+        .event_type
+        .split(['.', '-'])
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_uppercase().chain(c).collect(),
+                None => String::new(),
+            }
+        })
+        .collect();
+    words.retain(|w| !w.is_empty());
+    let attr = |k: &str| doc.attribute(k).cloned().unwrap_or(serde_json::Value::Null);
+    let meta = doc.meta();
+    let body = json!({
+        "type": "track",
+        "userId": user_id,
+        "event": words.join(" "),
+        "messageId": event.id,
+        "timestamp": event.created,
+        "properties": {
+            "licenseId": doc.resource_id(),
+            "name": attr("name"),
+            "status": attr("status"),
+            "expiry": attr("expiry"),
+            "uses": attr("uses"),
+            "maxMachines": attr("maxMachines"),
+            "metadata": attr("metadata"),
+            "policyId": doc.relationship_id("policy"),
+            "productId": doc.relationship_id("product"),
+            "groupId": doc.relationship_id("group"),
+            "valid": meta.get("valid"),
+            "code": meta.get("code"),
+            "detail": meta.get("detail"),
+        },
+        "context": {
+            "library": {"name": "switchyard", "version": "0.1.0"},
+            "groupId": event.account,
+        },
+    });
+    Ok(Outcome::json(&body)?.with_header("Authorization", format!("Basic {write_key}")))
+}
+
+// Exported only in the component: natively (the host's benchmark links this
+// crate next to event-filter) the C-ABI export symbols would clash.
+#[cfg(target_arch = "wasm32")]
 switchyard_guest::export!(Misbehave);
