@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine:
+#   bash tests/run.sh
+# 1. the Rust toolchain and the wasm32-wasip2 target (rust-toolchain.toml),
+# 2. the independent Python clients the tests check our output against
+#    (standardwebhooks, svix, segment-analytics-python, amplitude-analytics,
+#    cryptography, prometheus_client),
+# 3. `cargo test --release --workspace`: unit tests, the plugin runtime with
+#    real wasm built from source, end-to-end tests of the real binary,
+# 4. the plugin tutorial of docs/PLUGINS.md, run as written.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== toolchain"
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup target add wasm32-wasip2 >/dev/null
+
+echo "== python test clients"
+if ! python3 -c 'import standardwebhooks, svix, segment.analytics, amplitude, cryptography, prometheus_client' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/ecosystem/requirements.txt
+fi
+
+echo "== cargo test"
+cargo test --release --workspace
+
+echo "== docs/PLUGINS.md tutorial"
+bash tests/docs/plugins_tutorial.sh target/release/switchyard
