@@ -1,0 +1,266 @@
+//! `/v1/accounts/{account}/webhook-events`: list (newest first, cursor
+//! pagination, filters), show (each delivery with its attempts) and the
+//! `retry` action.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::endpoints::page_size;
+use super::{cursor_at, param, percent_encode, query, storage, stored_ms};
+use crate::api::{self, ApiError, Body};
+use crate::config::pattern_matches;
+use crate::delivery::envelope::{delivery_id, rfc3339};
+use crate::server::AppState;
+use crate::store::{DeliveryRecord, DeliveryStatus, EventRecord, Store};
+
+/// Events looked at per list request at most (filters that match rarely
+/// answer a partial page with a `next` link instead of scanning forever).
+const MAX_SCAN: usize = 5000;
+
+/// The status of an event as a whole: the least settled of its deliveries.
+fn overall(deliveries: &[(Uuid, DeliveryRecord)]) -> &'static str {
+    let has = |s: DeliveryStatus| deliveries.iter().any(|(_, d)| d.status == s);
+    if deliveries.is_empty() {
+        "no-endpoints"
+    } else if has(DeliveryStatus::Failing) {
+        "failing"
+    } else if has(DeliveryStatus::Delivering) {
+        "delivering"
+    } else if has(DeliveryStatus::Failed) {
+        "failed"
+    } else if has(DeliveryStatus::Disabled) {
+        "disabled"
+    } else if has(DeliveryStatus::Delivered) {
+        "delivered"
+    } else {
+        "filtered"
+    }
+}
+
+fn delivery_json(store: &Store, event: Uuid, uid: Uuid, d: &DeliveryRecord, with_attempts: bool) -> Value {
+    let mut v = json!({
+        "endpoint": d.endpoint,
+        "webhookId": delivery_id(event, uid).to_string(),
+        "status": d.status.as_str(),
+        "attemptCount": d.attempts,
+        "lastStatus": d.last_status,
+        "lastError": d.last_error,
+        "reason": d.reason,
+        "nextAttempt": d.due_ms.map(rfc3339),
+        "updated": rfc3339(d.updated_ms),
+    });
+    if with_attempts {
+        let attempts: Vec<Value> = store
+            .attempts(event, uid)
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                json!({
+                    "at": rfc3339(a.at_ms),
+                    "status": a.status,
+                    "error": a.error,
+                    "latencyMs": a.latency_us as f64 / 1000.0,
+                    "responseBody": String::from_utf8_lossy(&a.response),
+                })
+            })
+            .collect();
+        v["attempts"] = json!(attempts);
+    }
+    v
+}
+
+fn resource(store: &Store, id: Uuid, ev: &EventRecord, deliveries: &[(Uuid, DeliveryRecord)], full: bool) -> Value {
+    let mut ds: Vec<Value> = deliveries.iter().map(|(uid, d)| delivery_json(store, id, *uid, d, full)).collect();
+    ds.sort_by(|a, b| a["endpoint"].as_str().cmp(&b["endpoint"].as_str()));
+    let mut v = json!({
+        "id": id.to_string(),
+        "type": "webhook-events",
+        "attributes": {
+            "event": ev.event_type,
+            "status": overall(deliveries),
+            "created": rfc3339(ev.created_ms),
+            "received": rfc3339(stored_ms(id)),
+            "sourceId": ev.source_id,
+            "endpoints": ev.endpoints,
+            "deliveries": ds,
+        },
+        "relationships": {"account": {"data": {"type": "accounts", "id": ev.account}}},
+        "links": {"self": format!("/v1/accounts/{}/webhook-events/{id}", ev.account)},
+    });
+    if full {
+        v["attributes"]["payload"] = serde_json::from_slice(&ev.payload)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&ev.payload)));
+    }
+    v
+}
+
+/// The event if it exists and belongs to `account` (404 otherwise, the same
+/// answer for both).
+fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
+    let nf = || ApiError::not_found(&format!("webhook event {id:?}"));
+    let uuid = Uuid::parse_str(id).map_err(|_| nf())?;
+    match store.event(uuid).map_err(storage)? {
+        Some(ev) if ev.account == account => Ok((uuid, ev)),
+        _ => Err(nf()),
+    }
+}
+
+struct Filters {
+    events: Vec<String>,
+    statuses: Vec<DeliveryStatus>,
+    endpoints: Vec<String>,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+}
+
+fn list_param(q: &[(String, String)], name: &str) -> Vec<String> {
+    param(q, name)
+        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
+    let mut statuses = Vec::new();
+    for s in list_param(q, "filter[status]") {
+        statuses.push(DeliveryStatus::parse(&s).ok_or_else(|| {
+            ApiError::bad_request(
+                "Invalid filter",
+                format!("filter[status] {s:?} is not one of delivering, failing, delivered, failed, filtered, disabled"),
+                None,
+            )
+        })?);
+    }
+    let time = |name: &str| -> Result<Option<i64>, ApiError> {
+        param(q, name)
+            .map(|s| {
+                crate::ingest::parse_time(s, name).map_err(|mut e| {
+                    e.pointer = None;
+                    e.title = "Invalid filter".into();
+                    e.detail = format!("{name}: {}", e.detail);
+                    e
+                })
+            })
+            .transpose()
+    };
+    Ok(Filters {
+        events: list_param(q, "filter[event]"),
+        statuses,
+        endpoints: list_param(q, "filter[endpoint]"),
+        since_ms: time("filter[since]")?,
+        until_ms: time("filter[until]")?,
+    })
+}
+
+/// `GET …/webhook-events`: newest first; `page[size]` (1–100, default 20),
+/// `page[before]=<event id>` (from `links.next`); `filter[event]` (types or
+/// `family.*`, comma-separated), `filter[status]` (a delivery has it),
+/// `filter[endpoint]`, `filter[since]`/`filter[until]` (RFC 3339, time stored).
+pub async fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+    let q = query(req);
+    let size = page_size(&q)?;
+    let f = filters(&q)?;
+    let before = match param(&q, "page[before]") {
+        None => None,
+        Some(s) => Some(Uuid::parse_str(s).map_err(|_| {
+            ApiError::bad_request("Invalid cursor", "page[before] must be an event id (use links.next)", None)
+        })?),
+    };
+    // Start at the older of the cursor and `until`.
+    let mut cursor = match (before, f.until_ms.map(|u| cursor_at(u.saturating_add(1)))) {
+        (Some(b), Some(u)) => Some(b.min(u)),
+        (b, u) => b.or(u),
+    };
+    let store = state.store.clone();
+    let account_s = account.to_string();
+    let (data, next_cursor) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Uuid>), crate::store::StoreError> {
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let page = store.list_events(&account_s, cursor, (size * 2).max(50))?;
+            if page.is_empty() {
+                return Ok((out, None));
+            }
+            for id in page {
+                if f.since_ms.is_some_and(|s| stored_ms(id) < s) {
+                    return Ok((out, None));
+                }
+                cursor = Some(id);
+                scanned += 1;
+                let Some(ev) = store.event(id)? else { continue };
+                if !f.events.is_empty() && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type)) {
+                    continue;
+                }
+                if !f.endpoints.is_empty() && !f.endpoints.iter().any(|e| ev.endpoints.contains(e)) {
+                    continue;
+                }
+                let deliveries = store.deliveries_of(id)?;
+                if !f.statuses.is_empty() && !deliveries.iter().any(|(_, d)| f.statuses.contains(&d.status)) {
+                    continue;
+                }
+                out.push(resource(&store, id, &ev, &deliveries, false));
+                if out.len() >= size {
+                    return Ok((out, cursor));
+                }
+                if scanned >= MAX_SCAN {
+                    return Ok((out, cursor));
+                }
+            }
+        }
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("listing failed: {e}")))?
+    .map_err(storage)?;
+    let base = format!("/v1/accounts/{account}/webhook-events");
+    let next = next_cursor.map(|c| {
+        let mut link = format!("{base}?page[size]={size}&page[before]={c}");
+        for (k, v) in &q {
+            if k.starts_with("filter[") {
+                link.push_str(&format!("&{k}={}", percent_encode(v)));
+            }
+        }
+        link
+    });
+    Ok(api::document(StatusCode::OK, &json!({"data": data, "links": {"self": base, "next": next}})))
+}
+
+/// `GET …/webhook-events/{id}`: the event, its payload, and every delivery
+/// with its attempts (time, status or error, latency, response excerpt).
+pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    let (uuid, ev) = load(&state.store, account, id)?;
+    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
+    Ok(api::document(StatusCode::OK, &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true)})))
+}
+
+/// `POST …/webhook-events/{id}/actions/retry[?endpoint=<id>]`: sends the
+/// event again to every endpoint it was fanned out to (or one), with the
+/// same `webhook-id`.
+pub async fn retry(state: &AppState, req: &Request<Incoming>, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    let (uuid, ev) = load(&state.store, account, id)?;
+    let q = query(req);
+    let only = param(&q, "endpoint").map(str::to_string);
+    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
+    let snap = state.registry.snapshot();
+    let chosen: Vec<_> = deliveries.iter().filter(|(_, d)| only.as_deref().is_none_or(|o| d.endpoint == o)).collect();
+    if let Some(o) = &only {
+        if chosen.is_empty() {
+            return Err(ApiError::not_found(&format!("a delivery of this event to endpoint {o:?}")));
+        }
+    }
+    let mut requeued = Vec::new();
+    let mut skipped = Vec::new();
+    for (uid, d) in chosen {
+        if !snap.by_uid.contains_key(uid) {
+            skipped.push(json!({"endpoint": d.endpoint, "reason": "the endpoint no longer exists"}));
+            continue;
+        }
+        if state.dispatcher.requeue(uuid, *uid).map_err(storage)? {
+            requeued.push(d.endpoint.clone());
+        }
+    }
+    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
+    let mut body = json!({"data": resource(&state.store, uuid, &ev, &deliveries, false)});
+    body["meta"] = json!({"requeued": requeued, "skipped": skipped});
+    Ok(api::document(StatusCode::ACCEPTED, &body))
+}
