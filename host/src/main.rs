@@ -25,7 +25,16 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "router.toml")]
         config: PathBuf,
+        /// JSON log lines (overrides `[server] log_format`).
+        #[arg(long)]
+        log_json: bool,
     },
+    /// Webhook events of a running router (over its HTTP API).
+    #[command(subcommand)]
+    Events(switchyard::cli::EventsCmd),
+    /// Webhook endpoints of a running router (over its HTTP API).
+    #[command(subcommand)]
+    Endpoints(switchyard::cli::EndpointsCmd),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -146,9 +155,15 @@ fn print_json(v: &serde_json::Value) {
 
 fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Serve { config } => {
+        Command::Serve { config, log_json } => {
+            if log_json {
+                // The first subscriber installed wins; serve's own init is then a no-op.
+                switchyard::telemetry::init_logging(switchyard::config::LogFormat::Json);
+            }
             tokio_runtime()?.block_on(switchyard::app::serve(&config))?;
         }
+        Command::Events(cmd) => switchyard::cli::run_events(cmd)?,
+        Command::Endpoints(cmd) => switchyard::cli::run_endpoints(cmd)?,
         Command::Config(ConfigCmd::Check { config }) => return config_check(&config),
         Command::Plugin(PluginCmd::Run { plugin, event, config, sandbox, plugins_dir }) => {
             init_cli_logging();
