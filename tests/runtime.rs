@@ -695,3 +695,41 @@ fn switchyard_plugin_run_binary() {
     assert_eq!(v["world"], "switchyard:plugin/plugin@0.1.0");
     assert_eq!(v["exports"], json!(["configure", "handle"]));
 }
+
+#[test]
+fn many_bindings_do_not_exhaust_a_small_pool() {
+    // 8 pool slots, 40 bindings: idle warm instances are capped so calls
+    // always find a slot for a fresh instance.
+    let rt = PluginRuntime::with_options(
+        settings(),
+        RuntimeOptions {
+            pool_instances: 8,
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(rt.stats().pooling);
+    rt.load_file(&artifact("misbehave")).unwrap();
+    let bindings: Vec<Binding> = (0..40)
+        .map(|i| misbehave(&rt, json!({"mode": "skip", "tag": format!("b{i}")})))
+        .collect();
+    for round in 0..3 {
+        for (i, b) in bindings.iter().enumerate() {
+            let out = b.call(&event("license.created", "ACTIVE"));
+            assert_eq!(
+                out,
+                Ok(Outcome::Skip(format!("b{i} skipped it"))),
+                "round {round}"
+            );
+        }
+    }
+    std::thread::scope(|s| {
+        for chunk in bindings.chunks(10) {
+            s.spawn(move || {
+                for b in chunk {
+                    assert!(b.call(&event("license.created", "ACTIVE")).is_ok());
+                }
+            });
+        }
+    });
+}

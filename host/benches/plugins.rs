@@ -218,6 +218,100 @@ fn calls(c: &mut Criterion) {
     g.finish();
 }
 
+/// Per-call time of each closure, measured in interleaved rounds so that
+/// load from other processes hits all of them alike; returns (min, median)
+/// over rounds, in µs per call.
+fn interleaved(
+    fs: &mut [(&str, Box<dyn FnMut() + '_>)],
+    rounds: usize,
+    per_round: usize,
+) -> Vec<(f64, f64)> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); fs.len()];
+    for _ in 0..rounds {
+        for (i, (_, f)) in fs.iter_mut().enumerate() {
+            let start = Instant::now();
+            for _ in 0..per_round {
+                f();
+            }
+            samples[i].push(start.elapsed().as_secs_f64() * 1e6 / per_round as f64);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|mut s| {
+            s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            (s[0], s[s.len() / 2])
+        })
+        .collect()
+}
+
+fn interleaved_summary() {
+    let ev = event();
+    let warm = runtime(RuntimeOptions::default());
+    let small = runtime(RuntimeOptions {
+        memory_reservation: Some(64 << 20),
+        ..RuntimeOptions::default()
+    });
+    let mut filter_native =
+        switchyard_guest::configure::<event_filter::EventFilter>(&filter_config().to_string())
+            .unwrap();
+    let filter_wasm = warm.bind("event-filter", &filter_config()).unwrap();
+    let filter_small = small.bind("event-filter", &filter_config()).unwrap();
+    let t_wasm = warm.bind("misbehave", &transform_config()).unwrap();
+    let t_small = small.bind("misbehave", &transform_config()).unwrap();
+    let mut fs: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+        (
+            "event_filter/native",
+            Box::new(|| {
+                black_box(filter_native.handle(&guest_event(black_box(&ev))).unwrap());
+            }),
+        ),
+        (
+            "event_filter/wasm_warm",
+            Box::new(|| {
+                black_box(filter_wasm.call(black_box(&ev)).unwrap());
+            }),
+        ),
+        (
+            "event_filter/wasm_warm_64MiB_reservation",
+            Box::new(|| {
+                black_box(filter_small.call(black_box(&ev)).unwrap());
+            }),
+        ),
+        (
+            "transform/native",
+            Box::new(|| {
+                black_box(
+                    misbehave::transform(&guest_event(black_box(&ev)), "d3JpdGVrZXk6").unwrap(),
+                );
+            }),
+        ),
+        (
+            "transform/wasm_warm",
+            Box::new(|| {
+                black_box(t_wasm.call(black_box(&ev)).unwrap());
+            }),
+        ),
+        (
+            "transform/wasm_warm_64MiB_reservation",
+            Box::new(|| {
+                black_box(t_small.call(black_box(&ev)).unwrap());
+            }),
+        ),
+    ];
+    let r = interleaved(&mut fs, 40, 500);
+    println!("\n== interleaved rounds (40 x 500 calls each; min and median of rounds) ==");
+    let base = |i: usize| if i < 3 { r[0] } else { r[3] };
+    for (i, (name, _)) in fs.iter().enumerate() {
+        let (min, med) = r[i];
+        println!(
+            "{name:45} min {min:7.2} µs ({:4.2}× native)   median {med:7.2} µs ({:4.2}× native)",
+            min / base(i).0,
+            med / base(i).1
+        );
+    }
+}
+
 /// File written into the watched folder → binding serving the new version.
 fn hot_reload() -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
@@ -275,6 +369,7 @@ fn main() {
     calls(&mut c);
     c.final_summary();
 
+    interleaved_summary();
     let reload = hot_reload();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
 

@@ -41,8 +41,16 @@ pub struct RuntimeOptions {
     /// when the pool cannot be reserved).
     pub pooling: bool,
     /// Component instances the pool can hold at once (live calls plus idle
-    /// warm instances, across all plugins).
+    /// warm instances, across all plugins). Each reserves one linear-memory
+    /// slot of `memory_reservation` (default 4 GiB + 32 MiB guard) of
+    /// virtual address space, no RAM: 128 slots = ~516 GiB virtual.
+    /// At most three quarters of them are kept as idle warm instances.
     pub pool_instances: u32,
+    /// Virtual memory reserved per linear memory. `None`: wasmtime's default
+    /// (4 GiB + guard on 64-bit hosts, which lets compiled code skip bounds
+    /// checks). `Some(n)`: reserve `n` bytes (at least the memory cap) and
+    /// let the compiler emit bounds checks.
+    pub memory_reservation: Option<u64>,
 }
 
 impl Default for RuntimeOptions {
@@ -52,13 +60,22 @@ impl Default for RuntimeOptions {
             warm_instances: true,
             max_idle_per_binding: cores.max(2),
             pooling: true,
-            pool_instances: 256,
+            pool_instances: 128,
+            memory_reservation: None,
         }
     }
 }
 
-fn base_config() -> Config {
+fn base_config(settings: &RuntimeSettings, options: &RuntimeOptions) -> Config {
     let mut config = Config::new();
+    if let Some(bytes) = options.memory_reservation {
+        let bytes = bytes.max(settings.memory_limit.div_ceil(65536) as u64 * 65536);
+        // Small reservations: bounded virtual memory, explicit bounds checks.
+        config.memory_reservation(bytes);
+        config.memory_guard_size(64 << 10);
+        config.memory_reservation_for_growth(0);
+    }
+
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     config.max_wasm_stack(1 << 20);
@@ -72,7 +89,7 @@ pub(crate) fn make_engine(
     options: &RuntimeOptions,
 ) -> anyhow::Result<(Engine, bool)> {
     if options.pooling {
-        let mut config = base_config();
+        let mut config = base_config(settings, options);
         let mut pool = PoolingAllocationConfig::default();
         let instances = options.pool_instances.max(8);
         // A Rust `wasm32-wasip2` component has a handful of core instances
@@ -80,8 +97,8 @@ pub(crate) fn make_engine(
         pool.total_component_instances(instances)
             .total_core_instances(instances * 8)
             .max_core_instances_per_component(32)
-            .total_memories(instances * 2)
-            .total_tables(instances * 4)
+            .total_memories(instances)
+            .total_tables(instances * 2)
             .total_stacks(0)
             // The pool's per-memory cap: the sandbox limit rounded up to a
             // 64 KiB page; `StoreLimits` enforces the exact figure.
@@ -98,7 +115,7 @@ pub(crate) fn make_engine(
             ),
         }
     }
-    Ok((Engine::new(&base_config())?, false))
+    Ok((Engine::new(&base_config(settings, options))?, false))
 }
 
 /// Advances the engine's epoch every [`TICK`] until dropped.
@@ -324,7 +341,14 @@ pub(crate) fn classify(
     let message = match (trap, panic) {
         (_, Some(p)) => format!("plugin panicked: {p}"),
         (Some(t), None) => format!("plugin trapped: {t}"),
-        (None, None) => format!("{err:#}"),
+        // Not raised by the guest: instantiation limits, pool exhaustion...
+        (None, None) => {
+            return PluginError::new(
+                plugin,
+                PluginErrorKind::Internal,
+                format!("cannot run the plugin: {err:#}"),
+            );
+        }
     };
     PluginError::new(plugin, PluginErrorKind::Trap, message)
 }

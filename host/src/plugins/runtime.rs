@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -126,6 +126,10 @@ pub(crate) struct Inner {
     deadline_ticks: u64,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     counters: Counters,
+    /// Idle warm instances held, and how many may be (pool slots must stay
+    /// free for calls that need a fresh instance).
+    idle_total: Arc<AtomicUsize>,
+    idle_budget: usize,
     _ticker: Ticker,
 }
 
@@ -147,15 +151,49 @@ struct Bound {
     /// Set when this version rejected the binding's configuration.
     config_error: OnceLock<PluginError>,
     idle: Mutex<Vec<Warm>>,
+    /// Idle warm instances across the runtime (bounded: they hold pool slots).
+    idle_total: Arc<AtomicUsize>,
 }
 
 impl Bound {
-    fn new(version: Arc<Version>) -> Bound {
+    fn new(version: Arc<Version>, idle_total: &Arc<AtomicUsize>) -> Bound {
         Bound {
             version,
             config_error: OnceLock::new(),
             idle: Mutex::new(Vec::new()),
+            idle_total: idle_total.clone(),
         }
+    }
+
+    fn pop(&self) -> Option<Warm> {
+        let w = self.idle.lock().unwrap().pop();
+        if w.is_some() {
+            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+        }
+        w
+    }
+
+    /// Keeps `warm` for the next call if this binding and the runtime have
+    /// room; otherwise drops it (outside the lock).
+    fn push(&self, warm: Warm, per_binding: usize, budget: usize) {
+        if self.idle_total.fetch_add(1, Ordering::Relaxed) >= budget {
+            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < per_binding {
+            idle.push(warm);
+        } else {
+            drop(idle);
+            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let n = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
+        self.idle_total.fetch_sub(n, Ordering::Relaxed);
     }
 }
 
@@ -221,11 +259,33 @@ impl Inner {
         version: &Version,
         config: &str,
     ) -> Result<Warm, PluginError> {
-        let mut store = engine::new_store(&self.engine, name, self.settings.memory_limit);
-        store.set_epoch_deadline(self.deadline_ticks);
-        let plugin = match version.pre.instantiate(&mut store) {
-            Ok(p) => p,
-            Err(e) => return Err(self.classify(name, e, &mut store)),
+        let mut attempt = 0;
+        let (mut store, plugin) = loop {
+            let mut store = engine::new_store(&self.engine, name, self.settings.memory_limit);
+            store.set_epoch_deadline(self.deadline_ticks);
+            match version.pre.instantiate(&mut store) {
+                Ok(p) => break (store, p),
+                // Every pool slot is taken: free the idle warm instances,
+                // then give calls in flight a moment to return theirs.
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some()
+                        && attempt < 50 =>
+                {
+                    if attempt == 0 {
+                        let freed = self.flush_idle();
+                        tracing::warn!(
+                            plugin = &**name,
+                            freed,
+                            "plugin instance pool exhausted; dropped idle warm instances"
+                        );
+                    } else {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.classify(name, e, &mut store)),
+            }
         };
         store.set_epoch_deadline(self.deadline_ticks);
         match plugin.call_configure(&mut store, config) {
@@ -237,6 +297,31 @@ impl Inner {
             )),
             Err(e) => Err(self.classify(name, e, &mut store)),
         }
+    }
+
+    /// Drops every idle warm instance of every binding; returns how many.
+    fn flush_idle(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = self.slots.read().unwrap().values().cloned().collect();
+        let mut freed = 0;
+        for slot in slots {
+            let live: Vec<Arc<BindingInner>> = slot
+                .bindings
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for b in live {
+                let bound = b.bound.read().unwrap().clone();
+                if let Some(bound) = bound {
+                    while let Some(w) = bound.pop() {
+                        drop(w);
+                        freed += 1;
+                    }
+                }
+            }
+        }
+        freed
     }
 
     fn classify(&self, name: &str, e: wasmtime::Error, store: &mut Store<State>) -> PluginError {
@@ -331,9 +416,9 @@ impl Inner {
             self.counters.reloads.fetch_add(1, Ordering::Relaxed);
         }
         for (b, warm) in prepared {
-            let bound = Arc::new(Bound::new(version.clone()));
+            let bound = Arc::new(Bound::new(version.clone(), &self.idle_total));
             match warm {
-                Ok(w) if self.options.warm_instances => bound.idle.lock().unwrap().push(w),
+                Ok(w) if self.options.warm_instances => bound.push(w, usize::MAX, self.idle_budget),
                 Ok(_) => {}
                 Err(e) if e.kind == PluginErrorKind::BadConfig => {
                     let _ = bound.config_error.set(e);
@@ -436,6 +521,11 @@ impl PluginRuntime {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache dir");
             }
         }
+        let idle_budget = if pooling {
+            options.pool_instances.max(8) as usize * 3 / 4
+        } else {
+            options.pool_instances as usize * 4
+        };
         Ok(PluginRuntime {
             inner: Arc::new(Inner {
                 deadline_ticks: engine::deadline_ticks(settings.deadline),
@@ -446,6 +536,8 @@ impl PluginRuntime {
                 pooling,
                 slots: RwLock::new(HashMap::new()),
                 counters: Counters::default(),
+                idle_total: Arc::new(AtomicUsize::new(0)),
+                idle_budget,
                 _ticker: ticker,
             }),
         })
@@ -557,9 +649,9 @@ impl PluginRuntime {
             let warm = self
                 .inner
                 .instantiate(&slot.name, &version, &inner.config)?;
-            let bound = Arc::new(Bound::new(version));
+            let bound = Arc::new(Bound::new(version, &self.inner.idle_total));
             if self.inner.options.warm_instances {
-                bound.idle.lock().unwrap().push(warm);
+                bound.push(warm, usize::MAX, self.inner.idle_budget);
             }
             *inner.bound.write().unwrap() = Some(bound);
         }
@@ -665,7 +757,7 @@ impl Binding {
         match &*w {
             Some(b) if Arc::ptr_eq(&b.version, &version) => Ok(b.clone()),
             _ => {
-                let b = Arc::new(Bound::new(version));
+                let b = Arc::new(Bound::new(version, &self.inner.rt.idle_total));
                 *w = Some(b.clone());
                 Ok(b)
             }
@@ -680,7 +772,7 @@ impl Binding {
             return Err(e.clone());
         }
         let popped = if rt.options.warm_instances {
-            bound.idle.lock().unwrap().pop()
+            bound.pop()
         } else {
             None
         };
@@ -711,10 +803,7 @@ impl Binding {
         let outcome = match result {
             Ok(r) => {
                 if rt.options.warm_instances {
-                    let mut idle = bound.idle.lock().unwrap();
-                    if idle.len() < rt.options.max_idle_per_binding {
-                        idle.push(warm);
-                    }
+                    bound.push(warm, rt.options.max_idle_per_binding, rt.idle_budget);
                 }
                 r
             }
