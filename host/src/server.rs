@@ -103,7 +103,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) 
         (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
         (&Method::POST, ["v1", "accounts", account, "events"]) => {
             let account = account.to_string();
-            let span = tracing::info_span!("ingest", %account);
+            let span = tracing::info_span!("ingest", %account, event = tracing::field::Empty);
             ingest_route(&state, req, &account).instrument(span).await
         }
         (_, ["v1", "accounts", account, "events"]) => Err(method_not_allowed(&method, account)),
@@ -138,20 +138,44 @@ fn readyz(state: &AppState) -> Response<Body> {
     api::document(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 
+/// How long a count of the due index serves scrapes. Counting scans every
+/// due key of every endpoint, so with a deep backlog it is done at most once
+/// per this period however often `/metrics` is scraped; the oldest-due age
+/// (one key per endpoint) is always fresh.
+const DUE_COUNT_TTL: Duration = Duration::from_secs(5);
+
+type DueDepths = Vec<(String, String, u64)>;
+static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> = std::sync::Mutex::new(None);
+
 fn metrics(state: &AppState) -> Response<Body> {
     let snap = state.registry.snapshot();
     let stats = state.runtime.stats();
     let now = now_ms();
     let mut oldest = 0i64;
-    let mut due_depth = Vec::new();
     for ep in snap.by_uid.values() {
-        due_depth.push((ep.spec.account.clone(), ep.spec.id.clone(), state.store.due_count(ep.uid) as u64));
         if let Ok(Some(t)) = state.store.next_due_ms(ep.uid, 1, |_| false) {
             if t <= now {
                 oldest = oldest.max(now - t);
             }
         }
     }
+    let due_depth = {
+        // Keyed by the snapshot too, so added or removed endpoints show at once.
+        let key = Arc::as_ptr(&snap) as usize;
+        let mut cache = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.as_ref() {
+            Some((at, k, v)) if *k == key && at.elapsed() < DUE_COUNT_TTL => v.clone(),
+            _ => {
+                let v: DueDepths = snap
+                    .by_uid
+                    .values()
+                    .map(|ep| (ep.spec.account.clone(), ep.spec.id.clone(), state.store.due_count(ep.uid) as u64))
+                    .collect();
+                *cache = Some((Instant::now(), key, v.clone()));
+                v
+            }
+        }
+    };
     let g = Gauges {
         due_depth,
         oldest_due_age_s: oldest as f64 / 1000.0,
@@ -271,7 +295,8 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
         for e in &endpoints {
             state.dispatcher.notify(e.uid);
         }
-        debug!(event = %committed.id, deliveries = endpoints.len(), "event stored");
+        tracing::Span::current().record("event", tracing::field::display(committed.id));
+        debug!(deliveries = endpoints.len(), "event stored");
     }
     let mut body = json!({
         "data": {
