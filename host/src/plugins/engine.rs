@@ -132,11 +132,17 @@ impl Ticker {
         let handle = std::thread::Builder::new()
             .name("plugin-epoch".into())
             .spawn(move || {
+                // The epoch follows real time: a late wake-up (a loaded
+                // machine) catches up, so a deadline is wall-clock time.
+                let start = std::time::Instant::now();
+                let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let Some(engine) = weak.upgrade() else { break };
+                    let due = start.elapsed().as_micros() / TICK.as_micros();
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
                     }
                 }
             })?;
