@@ -286,6 +286,7 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
         idempotency_key,
         deliveries: endpoints.iter().map(|e| (e.uid, e.spec.id.clone())).collect(),
     };
+    let record = Arc::new(new.record.clone());
     let committed = state.store.commit(new).await.map_err(|e| {
         warn!(error = %e, "event not stored");
         ApiError::unavailable(format!("the event could not be stored ({e}); nothing was accepted, retry later"))
@@ -293,7 +294,7 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
     if !committed.duplicate {
         state.metrics.event_ingested(account, &parsed.event_type);
         for e in &endpoints {
-            state.dispatcher.notify(e.uid);
+            state.dispatcher.offer(e.uid, committed.id, record.clone());
         }
         tracing::Span::current().record("event", tracing::field::display(committed.id));
         debug!(deliveries = endpoints.len(), "event stored");

@@ -36,6 +36,8 @@ pub enum StoreError {
     Decode { key: String, source: postcard::Error },
     #[error("the store is shutting down")]
     Closed,
+    #[error("storage error: {0}")]
+    Write(String),
 }
 
 /// One ingested event.
@@ -168,14 +170,37 @@ pub struct Committed {
     pub duplicate: bool,
 }
 
-type Pending = (NewEvent, oneshot::Sender<Result<Committed, String>>);
+/// Work for the writer thread.
+enum Job {
+    /// Store an event durably (flushed before the answer).
+    Ingest(NewEvent, oneshot::Sender<Result<Committed, String>>),
+    /// Apply the writes of a finished attempt (no flush needed).
+    Ops(Ops, oneshot::Sender<Result<(), String>>),
+}
 
 /// The store: a sled tree plus the group-commit writer.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
-    writer: mpsc::Sender<Pending>,
+    writer: mpsc::Sender<Job>,
+}
+
+/// Key writes (`None` = remove) applied together.
+type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// When a new delivery is first due: the event's creation time, but never
+/// later than when it was stored (the time in its UUIDv7), so a producer's
+/// future `created` cannot hold a delivery back.
+pub fn initial_due_ms(id: Uuid, created_ms: i64) -> i64 {
+    let stored = id
+        .get_timestamp()
+        .map(|t| {
+            let (s, n) = t.to_unix();
+            s as i64 * 1000 + (n / 1_000_000) as i64
+        })
+        .unwrap_or(created_ms);
+    created_ms.min(stored).max(0)
 }
 
 pub fn now_ms() -> i64 {
@@ -281,7 +306,7 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("switchyard")?;
-        let (tx, rx) = mpsc::channel::<Pending>(4096);
+        let (tx, rx) = mpsc::channel::<Job>(8192);
         let (wdb, wtree) = (db.clone(), tree.clone());
         thread::Builder::new()
             .name("store-writer".into())
@@ -295,7 +320,7 @@ impl Store {
     pub async fn commit(&self, event: NewEvent) -> Result<Committed, String> {
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send((event, tx))
+            .send(Job::Ingest(event, tx))
             .await
             .map_err(|_| "the store is shutting down".to_string())?;
         rx.await.map_err(|_| "the store writer stopped".to_string())?
@@ -384,25 +409,27 @@ impl Store {
         self.tree.scan_prefix(keys::due_prefix(ep)).keys().count()
     }
 
-    /// Applies the result of an attempt atomically. Not flushed: at worst a
-    /// crash repeats the attempt (at-least-once).
-    pub fn record_attempt(&self, u: AttemptUpdate<'_>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+    /// Applies the result of an attempt atomically, grouped with the other
+    /// attempts finishing at the same time (one sled batch for all). Not
+    /// flushed: at worst a crash repeats the attempt (at-least-once).
+    pub async fn record_attempt(&self, u: AttemptUpdate<'_>) -> Result<(), StoreError> {
+        let mut ops: Ops = Vec::with_capacity(5);
         if let Some(old) = u.old_due_ms {
-            batch.remove(keys::due(u.endpoint, old, u.event));
+            ops.push((keys::due(u.endpoint, old, u.event), None));
         }
         if let Some(next) = u.record.due_ms {
-            batch.insert(keys::due(u.endpoint, next, u.event), &[] as &[u8]);
+            ops.push((keys::due(u.endpoint, next, u.event), Some(Vec::new())));
         }
-        batch.insert(keys::delivery(u.event, u.endpoint), enc(u.record));
+        ops.push((keys::delivery(u.event, u.endpoint), Some(enc(u.record))));
         if let Some(a) = u.attempt {
-            batch.insert(keys::attempt(u.event, u.endpoint, u.record.attempts), enc(a));
+            ops.push((keys::attempt(u.event, u.endpoint, u.record.attempts), Some(enc(a))));
         }
         if let Some(s) = u.endpoint_state {
-            batch.insert(keys::endpoint_state(u.endpoint), enc(s));
+            ops.push((keys::endpoint_state(u.endpoint), Some(enc(s))));
         }
-        self.tree.apply_batch(batch)?;
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(Job::Ops(ops, tx)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Write)
     }
 
     pub fn endpoint_state(&self, ep: Uuid) -> Result<EndpointState, StoreError> {
@@ -553,12 +580,16 @@ impl Store {
     }
 }
 
-/// The group-commit loop: one batch and one flush for every request waiting.
-fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Pending>) {
-    let mut group: Vec<Pending> = Vec::with_capacity(512);
+/// The writer thread: every write of the store goes through it, in
+/// groups — one sled batch for every job waiting, and one flush when the
+/// group holds an ingest (attempt results need none). One writer means no
+/// write contention inside sled, and a flush that serves every request
+/// waiting on it.
+fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
+    let mut group: Vec<Job> = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
-        while group.len() < 2048 {
+        while group.len() < 4096 {
             match rx.try_recv() {
                 Ok(p) => group.push(p),
                 Err(_) => break,
@@ -566,60 +597,90 @@ fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Pending>) 
         }
         let now = now_ms();
         let mut batch = sled::Batch::default();
-        let mut answers: Vec<Result<Committed, String>> = Vec::with_capacity(group.len());
+        let mut answers: Vec<Option<Result<Committed, String>>> = Vec::with_capacity(group.len());
+        let mut needs_flush = false;
         // Keys claimed earlier in this same group.
         let mut claimed: std::collections::HashMap<Vec<u8>, Uuid> = std::collections::HashMap::new();
-        for (ev, _) in &group {
+        for job in &mut group {
+            let ev = match job {
+                Job::Ops(ops, _) => {
+                    for (k, v) in ops.drain(..) {
+                        match v {
+                            Some(v) => batch.insert(k, v),
+                            None => batch.remove(k),
+                        }
+                    }
+                    answers.push(None);
+                    continue;
+                }
+                Job::Ingest(ev, _) => ev,
+            };
             if let Some(key) = &ev.idempotency_key {
                 let ik = keys::idem(&ev.record.account, key);
                 if let Some(first) = claimed.get(&ik) {
-                    answers.push(Ok(Committed { id: *first, duplicate: true }));
+                    answers.push(Some(Ok(Committed { id: *first, duplicate: true })));
                     continue;
                 }
                 match tree.get(&ik) {
                     Ok(Some(v)) => match postcard::from_bytes::<IdemRecord>(&v) {
                         Ok(r) if now - r.at_ms < IDEMPOTENCY_WINDOW_MS => {
-                            answers.push(Ok(Committed { id: Uuid::from_bytes(r.event), duplicate: true }));
+                            answers.push(Some(Ok(Committed { id: Uuid::from_bytes(r.event), duplicate: true })));
                             continue;
                         }
                         _ => {}
                     },
                     Ok(None) => {}
                     Err(e) => {
-                        answers.push(Err(format!("storage error: {e}")));
+                        answers.push(Some(Err(format!("storage error: {e}"))));
                         continue;
                     }
                 }
                 batch.insert(ik.clone(), enc(&IdemRecord { event: *ev.id.as_bytes(), at_ms: now }));
                 claimed.insert(ik, ev.id);
             }
+            needs_flush = true;
             batch.insert(keys::event(ev.id), enc(&ev.record));
             batch.insert(keys::account_index(&ev.record.account, ev.id), &[] as &[u8]);
+            let due_ms = initial_due_ms(ev.id, ev.record.created_ms);
             for (uid, endpoint) in &ev.deliveries {
                 let rec = DeliveryRecord {
                     account: ev.record.account.clone(),
                     endpoint: endpoint.clone(),
                     status: DeliveryStatus::Delivering,
                     attempts: 0,
-                    due_ms: Some(ev.record.created_ms.min(now)),
+                    due_ms: Some(due_ms),
                     last_status: None,
                     last_error: None,
                     updated_ms: now,
                     reason: None,
                     output: None,
                 };
-                batch.insert(keys::due(*uid, ev.record.created_ms.min(now), ev.id), &[] as &[u8]);
+                batch.insert(keys::due(*uid, due_ms, ev.id), &[] as &[u8]);
                 batch.insert(keys::delivery(ev.id, *uid), enc(&rec));
             }
-            answers.push(Ok(Committed { id: ev.id, duplicate: false }));
+            answers.push(Some(Ok(Committed { id: ev.id, duplicate: false })));
         }
-        let result = tree.apply_batch(batch).and_then(|_| db.flush().map(|_| ()));
-        for ((_, reply), answer) in group.drain(..).zip(answers) {
-            let answer = match (&result, answer) {
-                (Err(e), Ok(c)) if !c.duplicate => Err(format!("storage error: {e}")),
-                (_, a) => a,
-            };
-            let _ = reply.send(answer);
+        let mut result = tree.apply_batch(batch).map(|_| ());
+        if needs_flush {
+            result = result.and_then(|_| db.flush().map(|_| ()));
+        }
+        let result = result.map_err(|e| format!("storage error: {e}"));
+        for (job, answer) in group.drain(..).zip(answers) {
+            match (job, answer) {
+                (Job::Ops(_, reply), _) => {
+                    let _ = reply.send(result.clone());
+                }
+                (Job::Ingest(_, reply), Some(answer)) => {
+                    let answer = match (&result, answer) {
+                        (Err(e), Ok(c)) if !c.duplicate => Err(e.clone()),
+                        (_, a) => a,
+                    };
+                    let _ = reply.send(answer);
+                }
+                (Job::Ingest(_, reply), None) => {
+                    let _ = reply.send(Err("internal: no answer".into()));
+                }
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ pub mod guard;
 pub mod retry;
 pub mod sender;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +46,12 @@ pub struct DispatchSettings {
 struct EndpointShared {
     uid: Uuid,
     live: Mutex<Arc<LiveEndpoint>>,
+    /// Deliveries taken from the store's due index: queued or in flight.
+    /// The pump never takes a delivery that is in here.
     in_flight: Mutex<HashSet<Uuid>>,
+    /// Work ready to start, oldest first (fresh events handed over by
+    /// ingest, and due entries read from the store).
+    queue: Mutex<VecDeque<Work>>,
     sem: Arc<Semaphore>,
     capacity: AtomicUsize,
     health: Mutex<EndpointState>,
@@ -54,7 +59,35 @@ struct EndpointShared {
     removed: AtomicBool,
 }
 
+/// One delivery to attempt.
+enum Work {
+    /// Just ingested: the event is in memory and its delivery record is the
+    /// initial one, so the attempt reads nothing from the store.
+    Fresh { event_id: Uuid, event: Arc<EventRecord>, due_ms: i64 },
+    /// Found in the due index: records are read at the attempt.
+    Stored(Due),
+}
+
+impl Work {
+    fn event_id(&self) -> Uuid {
+        match self {
+            Work::Fresh { event_id, .. } => *event_id,
+            Work::Stored(d) => d.event,
+        }
+    }
+}
+
+/// Most deliveries an endpoint holds in memory (queued + in flight); the
+/// rest wait in the store's due index.
+const MAX_TAKEN: usize = 8192;
+/// Due entries read from the store at a time.
+const SCAN_BATCH: usize = 256;
+
 impl EndpointShared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Work>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn live(&self) -> Arc<LiveEndpoint> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -159,6 +192,7 @@ impl Dispatcher {
                         uid: *uid,
                         live: Mutex::new(live.clone()),
                         in_flight: Mutex::new(HashSet::new()),
+                        queue: Mutex::new(VecDeque::new()),
                         sem: Arc::new(Semaphore::new(cap)),
                         capacity: AtomicUsize::new(cap),
                         health: Mutex::new(health),
@@ -186,6 +220,24 @@ impl Dispatcher {
         if let Some(s) = self.shared(uid) {
             s.notify.notify_one();
         }
+    }
+
+    /// Hands a just-stored event to an endpoint's pump, so its first attempt
+    /// needs no store reads. Dropped (the pump finds it in the due index
+    /// later) when the endpoint already holds `MAX_TAKEN` deliveries.
+    pub fn offer(&self, uid: Uuid, event_id: Uuid, event: Arc<EventRecord>) {
+        let Some(s) = self.shared(uid) else { return };
+        {
+            let mut taken = s.in_flight();
+            if taken.len() >= MAX_TAKEN || !taken.insert(event_id) {
+                drop(taken);
+                s.notify.notify_one();
+                return;
+            }
+            let due_ms = crate::store::initial_due_ms(event_id, event.created_ms);
+            s.queue().push_back(Work::Fresh { event_id, event, due_ms });
+        }
+        s.notify.notify_one();
     }
 
     /// Whether new events should be fanned out to this endpoint.
@@ -234,6 +286,7 @@ impl Dispatcher {
     async fn pump(self, ep: Arc<EndpointShared>) {
         let mut shutdown = self.inner.shutdown.subscribe();
         let store = &self.inner.store;
+        let mut dispatched_since_scan = 0usize;
         loop {
             if *shutdown.borrow() || ep.removed.load(Ordering::SeqCst) {
                 break;
@@ -256,22 +309,43 @@ impl Dispatcher {
             while let Ok(p) = ep.sem.clone().try_acquire_owned() {
                 permits.push(p);
             }
-            let now = now_ms();
-            let due = {
-                let taken = ep.in_flight();
-                store.due(ep.uid, now, permits.len(), |e| taken.contains(&e))
-            };
-            let due = match due {
-                Ok(d) => d,
-                Err(e) => {
+            // Refill the queue from the store when it runs dry, and now and
+            // then anyway so retries are not starved by a stream of fresh work.
+            dispatched_since_scan += permits.len();
+            let queue_empty = ep.queue().is_empty();
+            if queue_empty || dispatched_since_scan >= SCAN_BATCH {
+                dispatched_since_scan = 0;
+                let now = now_ms();
+                let scanned = {
+                    let mut taken = ep.in_flight();
+                    let room = MAX_TAKEN.saturating_sub(taken.len()).min(SCAN_BATCH);
+                    if room == 0 {
+                        Ok(())
+                    } else {
+                        store.due(ep.uid, now, room, |e| taken.contains(&e)).map(|due| {
+                            let mut q = ep.queue();
+                            for d in due {
+                                taken.insert(d.event);
+                                q.push_back(Work::Stored(d));
+                            }
+                        })
+                    }
+                };
+                if let Err(e) = scanned {
                     warn!(endpoint = %live.spec.id, error = %e, "reading the due index failed; retrying in 1 s");
                     drop(permits);
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
+            }
+            let work: Vec<Work> = {
+                let mut q = ep.queue();
+                let n = permits.len().min(q.len());
+                q.drain(..n).collect()
             };
-            if due.is_empty() {
+            if work.is_empty() {
                 drop(permits);
+                let now = now_ms();
                 let next = {
                     let taken = ep.in_flight();
                     store.next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e)).ok().flatten()
@@ -284,26 +358,43 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let mut in_flight = ep.in_flight();
-            for (d, permit) in due.into_iter().zip(permits.drain(..)) {
-                in_flight.insert(d.event);
+            for (w, permit) in work.into_iter().zip(permits.drain(..)) {
                 self.inner.in_flight.fetch_add(1, Ordering::SeqCst);
                 let this = self.clone();
                 let shared = ep.clone();
-                let span = tracing::info_span!("attempt", event = %d.event, account = %live.spec.account, endpoint = %live.spec.id);
-                tokio::spawn(async move { this.attempt(shared, d, permit).await }.instrument(span));
+                let span = tracing::info_span!("attempt", event = %w.event_id(), account = %live.spec.account, endpoint = %live.spec.id);
+                tokio::spawn(async move { this.attempt(shared, w, permit).await }.instrument(span));
             }
         }
         debug!(endpoint = %ep.uid, "pump stopped");
     }
 
-    async fn attempt(self, ep: Arc<EndpointShared>, due: Due, permit: OwnedSemaphorePermit) {
+    async fn attempt(self, ep: Arc<EndpointShared>, work: Work, permit: OwnedSemaphorePermit) {
         let live = ep.live();
-        if let Err(e) = self.run_attempt(&ep, &live, due).await {
+        let event_id = work.event_id();
+        let result = match work {
+            Work::Stored(due) => self.run_attempt(&ep, &live, due).await,
+            Work::Fresh { event_id, event, due_ms } => {
+                let rec = DeliveryRecord {
+                    account: event.account.clone(),
+                    endpoint: live.spec.id.clone(),
+                    status: DeliveryStatus::Delivering,
+                    attempts: 0,
+                    due_ms: Some(due_ms),
+                    last_status: None,
+                    last_error: None,
+                    updated_ms: due_ms,
+                    reason: None,
+                    output: None,
+                };
+                self.attempt_with(&ep, &live, Due { event: event_id, due_ms }, rec, &event).await
+            }
+        };
+        if let Err(e) = result {
             warn!(error = %e, "attempt could not be recorded; it stays due and will run again");
         }
         drop(permit);
-        ep.in_flight().remove(&due.event);
+        ep.in_flight().remove(&event_id);
         ep.notify.notify_one();
         if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.inner.idle.notify_waiters();
@@ -319,7 +410,7 @@ impl Dispatcher {
     ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
         let store = &self.inner.store;
         let stale = |store: &Store| store.remove_due(ep.uid, due);
-        let Some(mut rec) = store.delivery(due.event, ep.uid)? else {
+        let Some(rec) = store.delivery(due.event, ep.uid)? else {
             stale(store)?;
             return Ok(None);
         };
@@ -331,10 +422,23 @@ impl Dispatcher {
             stale(store)?;
             return Ok(None);
         };
+        self.attempt_with(ep, live, due, rec, &event).await
+    }
+
+    /// The attempt itself, once the delivery and event records are at hand.
+    async fn attempt_with(
+        &self,
+        ep: &EndpointShared,
+        live: &LiveEndpoint,
+        due: Due,
+        mut rec: DeliveryRecord,
+        event: &EventRecord,
+    ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
+        let store = &self.inner.store;
         let delivery_id = envelope::delivery_id(due.event, ep.uid);
         let output = match rec.output.take() {
             Some(o) => Ok(ChainResult::Output(o)),
-            None => self.run_chain(live, due.event, delivery_id, &event).await,
+            None => self.run_chain(live, due.event, delivery_id, event).await,
         };
         let now = now_ms();
         let output = match output {
@@ -352,7 +456,8 @@ impl Dispatcher {
                     record: &rec,
                     attempt: None,
                     endpoint_state: None,
-                })?;
+                })
+        .await?;
                 self.inner.metrics.delivery(&live.spec.id, "filtered");
                 return Ok(Some(AttemptSummary { status: rec.status, http_status: None, error: None, latency_ms: 0 }));
             }
@@ -366,7 +471,7 @@ impl Dispatcher {
                     latency_us: 0,
                     response: Vec::new(),
                 };
-                return self.failed(ep, live, due, rec, None, attempt, None).map(Some);
+                return self.failed(ep, live, due, rec, None, attempt, None).await.map(Some);
             }
         };
 
@@ -375,7 +480,7 @@ impl Dispatcher {
             Ok(h) => h,
             Err(msg) => {
                 let attempt = AttemptRecord { at_ms: now, status: None, error: Some(msg), latency_us: 0, response: Vec::new() };
-                return self.failed(ep, live, due, rec, Some(output), attempt, None).map(Some);
+                return self.failed(ep, live, due, rec, Some(output), attempt, None).await.map(Some);
             }
         };
         let body = Bytes::from(output.body.clone());
@@ -412,7 +517,8 @@ impl Dispatcher {
                     record: &rec,
                     attempt: Some(&attempt),
                     endpoint_state: state.as_ref(),
-                })?;
+                })
+        .await?;
                 self.inner.metrics.delivery(&live.spec.id, "delivered");
                 debug!(status = resp.status, latency_ms = latency.as_millis() as u64, attempt = rec.attempts, "delivered");
                 Ok(Some(AttemptSummary {
@@ -437,9 +543,9 @@ impl Dispatcher {
                     response: resp.excerpt,
                 };
                 if status == 410 {
-                    return self.gone(ep, live, due, rec, attempt).map(Some);
+                    return self.gone(ep, live, due, rec, attempt).await.map(Some);
                 }
-                self.failed(ep, live, due, rec, Some(output), attempt, retry_after).map(Some)
+                self.failed(ep, live, due, rec, Some(output), attempt, retry_after).await.map(Some)
             }
             Err(msg) => {
                 let attempt = AttemptRecord {
@@ -449,7 +555,7 @@ impl Dispatcher {
                     latency_us: latency.as_micros() as u64,
                     response: Vec::new(),
                 };
-                self.failed(ep, live, due, rec, Some(output), attempt, None).map(Some)
+                self.failed(ep, live, due, rec, Some(output), attempt, None).await.map(Some)
             }
         }
     }
@@ -560,7 +666,7 @@ impl Dispatcher {
 
     /// Records a failed attempt and schedules the next, or fails for good.
     #[allow(clippy::too_many_arguments)]
-    fn failed(
+    async fn failed(
         &self,
         ep: &EndpointShared,
         live: &LiveEndpoint,
@@ -625,7 +731,8 @@ impl Dispatcher {
             record: &rec,
             attempt: Some(&attempt),
             endpoint_state: Some(&state),
-        })?;
+        })
+        .await?;
         let outcome = match rec.status {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Disabled => "disabled",
@@ -652,7 +759,7 @@ impl Dispatcher {
     }
 
     /// 410 Gone: the receiver asks us to stop. Disable the endpoint.
-    fn gone(
+    async fn gone(
         &self,
         ep: &EndpointShared,
         live: &LiveEndpoint,
@@ -682,7 +789,8 @@ impl Dispatcher {
             record: &rec,
             attempt: Some(&attempt),
             endpoint_state: Some(&state),
-        })?;
+        })
+        .await?;
         self.inner.metrics.delivery(&live.spec.id, "disabled");
         info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
         self.disable_pending(ep.uid, reason);

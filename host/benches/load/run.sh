@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Load benchmark of the router, end to end, on loopback (BENCHMARKS.md):
+#   bash host/benches/load/run.sh [seconds]
+# Needs nginx and wrk (apt-get install -y nginx wrk). Measures in one run:
+#   0. the receiver's raw rate: wrk → nginx answering 204 (the denominator);
+#   1. durable ingest: wrk → switchyard, 64 connections, 1 KB Keygen events,
+#      throughput and latency percentiles (every 202 is flushed to disk);
+#   2. end-to-end deliveries/s to nginx, without plugins and with the
+#      event-filter plugin: events ingested during the run, delivered and
+#      acknowledged by nginx, divided by the time from start to fully drained.
+# Optional: PENDING=1000000 also measures peak RSS with that many deliveries
+# pending (receiver down).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+secs=${1:-10}
+conns=${CONNS:-64}
+bin="$repo/target/release/switchyard"
+work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
+nginx_port=18204
+router_port=18686
+export EVENT_FILE="$here/event.json" BENCH_TOKEN="bench-token-0123456789"
+
+(cd "$repo" && cargo build --release -p switchyard >/dev/null 2>&1) || { echo "build failed" >&2; exit 1; }
+command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
+
+cleanup() {
+    [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    [[ -n "${router_pid:-}" ]] && kill "$router_pid" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+sed -e "s#__DIR__#$work#g" -e "s#__PORT__#$nginx_port#g" "$here/nginx.conf" > "$work/nginx.conf"
+nginx -c "$work/nginx.conf"
+sleep 0.5
+
+echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "event: $(wc -c < "$EVENT_FILE") bytes, $conns connections, ${secs}s per run"
+echo
+
+wrk_rate() { awk '/Requests\/sec/{print $2}'; }
+
+echo "== 0. receiver raw rate (wrk -> nginx 204)"
+raw=$(wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1:$nginx_port/" | tee "$work/raw.txt" | wrk_rate)
+echo "nginx: $raw req/s"
+
+config() { # $1 = plugins line
+    cat <<EOF
+[server]
+listen = "127.0.0.1:$router_port"
+data_dir = "$work/data"
+[plugins]
+dir = "$repo/plugins/dist"
+[delivery]
+allow_http = true
+allow_private_networks = true
+max_in_flight = 128
+[[accounts]]
+id = "bench"
+token = "$BENCH_TOKEN"
+[[endpoints]]
+id = "nginx"
+account = "bench"
+url = "http://127.0.0.1:$nginx_port/hook"
+secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+$1
+EOF
+}
+
+start_router() {
+    rm -rf "$work/data"
+    config "$1" > "$work/router.toml"
+    RUST_LOG=warn "$bin" serve -c "$work/router.toml" > "$work/router.out" 2> "$work/router.err" &
+    router_pid=$!
+    for _ in $(seq 100); do grep -q "listening on" "$work/router.out" 2>/dev/null && return; sleep 0.1; done
+    echo "router did not start:"; cat "$work/router.err"; exit 1
+}
+
+metric() { # sum of a metric's samples matching a filter
+    curl -s "http://127.0.0.1:$router_port/metrics" | awk -v m="$1" -v f="$2" '$1 ~ "^"m && $1 ~ f {s+=$2} END{printf "%d", s}'
+}
+
+run_scenario() { # $1 = name, $2 = plugins line
+    start_router "$2"
+    local t0 t1 out ingested delivered filtered
+    t0=$(date +%s.%N)
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events")
+    echo "$out" > "$work/$1.txt"
+    ingested=$(metric switchyard_events_ingested_total '')
+    # wait until every delivery is final
+    for _ in $(seq 600); do
+        delivered=$(metric switchyard_deliveries_total 'outcome="(delivered|filtered)"')
+        [[ "$delivered" -ge "$ingested" ]] && break
+        sleep 0.1
+    done
+    t1=$(date +%s.%N)
+    local rss
+    rss=$(awk '/VmHWM/{print $2}' "/proc/$router_pid/status")
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    local rate p50 p99 errors
+    rate=$(echo "$out" | wrk_rate)
+    p50=$(echo "$out" | awk '$1=="50%"{print $2}')
+    p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+    errors=$(echo "$out" | awk '/Non-2xx/{print $5}')
+    local e2e
+    e2e=$(awk -v d="$delivered" -v a="$t0" -v b="$t1" 'BEGIN{printf "%.0f", d/(b-a)}')
+    echo "$1: ingest $rate req/s (p50 $p50, p99 $p99, non-2xx ${errors:-0}); $ingested events, $delivered deliveries final in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s => $e2e deliveries/s end to end; peak RSS $((rss/1024)) MiB"
+    echo "$1 ingest/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')  e2e/raw: $(awk -v r="$e2e" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
+}
+
+echo
+echo "== 1+2. durable ingest and end-to-end delivery"
+run_scenario "no-plugins" ""
+run_scenario "event-filter" 'plugins = [ { name = "event-filter", config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] } } ]'
+
+if [[ -n "${PENDING:-}" ]]; then
+    echo
+    echo "== 3. peak RSS with $PENDING deliveries pending (receiver down)"
+    kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"; sleep 0.3
+    start_router 'retry_schedule = ["1h"]'
+    python3 "$here/flood.py" "http://127.0.0.1:$router_port/v1/accounts/bench/events" "$BENCH_TOKEN" "$EVENT_FILE" "$PENDING"
+    echo "peak RSS with $PENDING pending: $(( $(awk '/VmHWM/{print $2}' "/proc/$router_pid/status") / 1024 )) MiB; store $(du -sh "$work/data" | cut -f1)"
+fi
