@@ -631,7 +631,8 @@ pub async fn recover(state: &AppState, req: &Request<Incoming>, account: &str, i
     .await
     .map_err(|e| ApiError::unavailable(format!("recover failed: {e}")))?;
     let (scanned, requeued) = r.map_err(storage)?;
-    let mut body = json!({"data": resource(state, &ep, None)});
+    let stored = persist::get(&state.store, account, id).map_err(storage)?;
+    let mut body = json!({"data": resource(state, &ep, stored.as_ref())});
     body["meta"] = json!({"since": rfc3339(since_ms), "eventsScanned": scanned, "requeued": requeued});
     Ok(api::document(StatusCode::ACCEPTED, &body))
 }
