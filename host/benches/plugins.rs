@@ -102,7 +102,12 @@ fn transform_config() -> Value {
 }
 
 fn runtime(options: RuntimeOptions) -> PluginRuntime {
-    let rt = PluginRuntime::with_options(RuntimeSettings::default(), options).unwrap();
+    // A generous deadline: this measures cost, and the box is shared.
+    let settings = RuntimeSettings {
+        deadline: Duration::from_secs(2),
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::with_options(settings, options).unwrap();
     for name in ["event-filter", "misbehave"] {
         rt.load_bytes(name, &std::fs::read(wasm(name)).unwrap())
             .unwrap();

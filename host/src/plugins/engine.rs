@@ -133,17 +133,21 @@ impl Ticker {
             .name("plugin-epoch".into())
             .spawn(move || {
                 // The epoch follows real time: a late wake-up (a loaded
-                // machine) catches up, so a deadline is wall-clock time.
+                // machine) catches up, but by at most MAX_CATCH_UP ticks,
+                // so a long stall of this thread cannot expire the deadline
+                // of calls that barely ran.
+                const MAX_CATCH_UP: u128 = 4;
                 let start = std::time::Instant::now();
                 let mut ticks: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(TICK);
                     let Some(engine) = weak.upgrade() else { break };
                     let due = start.elapsed().as_micros() / TICK.as_micros();
-                    while ticks < due {
+                    let n = due.saturating_sub(ticks).clamp(1, MAX_CATCH_UP);
+                    for _ in 0..n {
                         engine.increment_epoch();
-                        ticks += 1;
                     }
+                    ticks = (ticks + n).max(due.saturating_sub(MAX_CATCH_UP));
                 }
             })?;
         Ok(Ticker {
