@@ -1,7 +1,6 @@
 //! The default delivery body: Keygen's webhook-event envelope, so existing
 //! Keygen webhook handlers accept Switchyard deliveries unchanged.
 
-use serde_json::json;
 use uuid::Uuid;
 
 /// The id receivers dedupe on: stable per (event, endpoint), the same on
@@ -32,37 +31,107 @@ pub struct EnvelopeInput<'a> {
     pub payload: &'a [u8],
 }
 
+// The envelope as borrowed structs: serialized straight to bytes, no
+// intermediate `serde_json::Value` tree (this runs once per delivery).
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    data: Data<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Data<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    attributes: Attributes<'a>,
+    relationships: Relationships<'a>,
+    links: SelfLink,
+    meta: Meta<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Attributes<'a> {
+    endpoint: &'a str,
+    api_version: &'static str,
+    payload: &'a str,
+    event: &'a str,
+    status: &'static str,
+    last_response_code: Option<u16>,
+    last_response_body: Option<&'a str>,
+    created: &'a str,
+    updated: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Relationships<'a> {
+    account: AccountRel<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct AccountRel<'a> {
+    data: TypeId<'a>,
+    links: Related,
+}
+
+#[derive(serde::Serialize)]
+struct TypeId<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct Related {
+    related: String,
+}
+
+#[derive(serde::Serialize)]
+struct SelfLink {
+    #[serde(rename = "self")]
+    self_: String,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Meta<'a> {
+    idempotency_token: &'a str,
+}
+
 /// Builds the body. The payload is embedded as a JSON *string*, as Keygen does.
 pub fn keygen_envelope(i: &EnvelopeInput<'_>) -> Vec<u8> {
     let id = i.delivery_id.to_string();
     let created = rfc3339(i.created_ms);
     let payload = String::from_utf8_lossy(i.payload);
-    let body = json!({
-        "data": {
-            "id": id,
-            "type": "webhook-events",
-            "attributes": {
-                "endpoint": i.endpoint_url,
-                "apiVersion": "1.7",
-                "payload": payload,
-                "event": i.event_type,
-                "status": "DELIVERING",
-                "lastResponseCode": null,
-                "lastResponseBody": null,
-                "created": created,
-                "updated": created,
+    let body = Envelope {
+        data: Data {
+            id: &id,
+            kind: "webhook-events",
+            attributes: Attributes {
+                endpoint: i.endpoint_url,
+                api_version: "1.7",
+                payload: &payload,
+                event: i.event_type,
+                status: "DELIVERING",
+                last_response_code: None,
+                last_response_body: None,
+                created: &created,
+                updated: &created,
             },
-            "relationships": {
-                "account": {
-                    "data": {"type": "accounts", "id": i.account},
-                    "links": {"related": format!("/v1/accounts/{}", i.account)},
-                }
+            relationships: Relationships {
+                account: AccountRel {
+                    data: TypeId { kind: "accounts", id: i.account },
+                    links: Related { related: format!("/v1/accounts/{}", i.account) },
+                },
             },
-            "links": {"self": format!("/v1/accounts/{}/webhook-events/{id}", i.account)},
-            "meta": {"idempotencyToken": id},
-        }
-    });
-    serde_json::to_vec(&body).expect("a JSON value always serializes")
+            links: SelfLink { self_: format!("/v1/accounts/{}/webhook-events/{id}", i.account) },
+            meta: Meta { idempotency_token: &id },
+        },
+    };
+    let mut out = Vec::with_capacity(i.payload.len() + i.payload.len() / 8 + 600);
+    // Serializing plain structs of strings cannot fail.
+    let _ = serde_json::to_writer(&mut out, &body);
+    out
 }
 
 #[cfg(test)]
