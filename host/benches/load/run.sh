@@ -119,6 +119,10 @@ if [[ -n "${PENDING:-}" ]]; then
     echo "== 3. peak RSS with $PENDING deliveries pending (receiver down)"
     kill "$(cat "$work/nginx.pid")"; rm -f "$work/nginx.pid"; sleep 0.3
     start_router 'retry_schedule = ["1h"]'
-    python3 "$here/flood.py" "http://127.0.0.1:$router_port/v1/accounts/bench/events" "$BENCH_TOKEN" "$EVENT_FILE" "$PENDING"
+    t0=$(date +%s)
+    while [[ "$(metric switchyard_events_ingested_total '')" -lt "$PENDING" ]]; do
+        wrk -t2 -c"$conns" -d10s -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events" > /dev/null
+    done
+    echo "ingested $(metric switchyard_events_ingested_total '') events in $(( $(date +%s) - t0 )) s with the receiver down"
     echo "peak RSS with $PENDING pending: $(( $(awk '/VmHWM/{print $2}' "/proc/$router_pid/status") / 1024 )) MiB; store $(du -sh "$work/data" | cut -f1)"
 fi
