@@ -14,6 +14,10 @@ use crate::delivery::guard::{self, UrlPolicy};
 use crate::delivery::retry::RetrySchedule;
 use crate::signing::{KeygenKey, SecretSet};
 
+/// Largest `max_in_flight` (an endpoint's concurrent attempts), the same
+/// bound as the API's; far above it the delivery semaphore would panic.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -402,7 +406,12 @@ impl Config {
                 }
                 None => "file".into(),
             };
-            fail(vec![ConfigError { location, message: e.message().to_string() }])
+            // Some toml errors carry no message of their own (e.g. a lone CR).
+            let message = match e.message().trim() {
+                "" => "invalid TOML here (a stray character such as a lone carriage return?)".to_string(),
+                m => m.to_string(),
+            };
+            fail(vec![ConfigError { location, message }])
         })?;
         let mut c = Checker { source: text, errors: Vec::new(), env };
 
@@ -468,8 +477,8 @@ impl Config {
             max_retry_after: c.duration("delivery.max_retry_after", &d.max_retry_after, Duration::from_secs(3600)),
             disable_after: c.duration("delivery.disable_after", &d.disable_after, Duration::from_secs(5 * 86400)),
         };
-        if delivery.max_in_flight == 0 {
-            c.err("delivery.max_in_flight", "must be at least 1");
+        if !(1..=MAX_IN_FLIGHT).contains(&delivery.max_in_flight) {
+            c.err("delivery.max_in_flight", format!("must be 1 to {MAX_IN_FLIGHT}"));
         }
 
         // [[accounts]]
@@ -594,8 +603,8 @@ impl Config {
             };
             let timeout = c.duration(&format!("{loc}.timeout"), &e.timeout, delivery.timeout);
             let max_in_flight = e.max_in_flight.unwrap_or(delivery.max_in_flight);
-            if max_in_flight == 0 {
-                c.err(&loc, "max_in_flight must be at least 1");
+            if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
+                c.err(&loc, format!("max_in_flight must be 1 to {MAX_IN_FLIGHT}"));
             }
             endpoints.push(EndpointSpec {
                 id: e.id.clone(),

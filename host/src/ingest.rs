@@ -135,6 +135,11 @@ fn check_document(text: &str, pointer: &str) -> Result<(), ApiError> {
     if !trimmed.starts_with('{') {
         return Err(bad("must be a JSON object: the resource document {\"data\": {...}}", pointer));
     }
+    // Skipping a value (RawValue) does not check string escapes: a lone
+    // surrogate such as "\ud800" passes it, and every plugin and receiver
+    // that parses the document would then fail on every retry. Parse it.
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| bad(format!("is not valid JSON: {e}"), pointer))?;
     Ok(())
 }
 
@@ -254,5 +259,8 @@ mod tests {
         let deep = format!("{{\"event\":\"a.b\",\"payload\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(br#"{"event":"a.b","payload":{"n":1e999}}"#).is_err());
+        // A lone surrogate escape passes RawValue but no real JSON parser.
+        let e = parse(br#"{"event":"a.b","payload":{"s":"\ud800"}}"#).unwrap_err();
+        assert_eq!(e.pointer.as_deref(), Some("/payload"));
     }
 }

@@ -133,8 +133,9 @@ fn readyz(state: &AppState) -> Response<Body> {
         .filter(|s| s.last_error.is_some() && s.sha256.is_empty())
         .map(|s| s.name)
         .collect();
-    let ready = accepting;
-    let body = json!({"ready": ready, "accepting": accepting, "plugins_failed": failed});
+    let store_error = state.store.write_error();
+    let ready = accepting && store_error.is_none();
+    let body = json!({"ready": ready, "accepting": accepting, "plugins_failed": failed, "store_error": store_error});
     api::document(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
 }
 

@@ -184,6 +184,12 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     writer: mpsc::Sender<Job>,
+    /// The last write error of the writer thread, cleared by the next
+    /// successful write. sled keeps the first I/O error (e.g. a full disk)
+    /// and refuses every later write until the store is reopened, so once
+    /// set this stays until a restart: ingest answers 503, delivery pauses
+    /// (it could not record attempts), and `/readyz` says why.
+    write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Key writes (`None` = remove) applied together.
@@ -308,11 +314,19 @@ impl Store {
         let tree = db.open_tree("switchyard")?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
         let (wdb, wtree) = (db.clone(), tree.clone());
+        let write_error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let werr = write_error.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(wdb, wtree, rx))
+            .spawn(move || writer_loop(wdb, wtree, rx, werr))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        Ok(Store { db, tree, writer: tx })
+        Ok(Store { db, tree, writer: tx, write_error })
+    }
+
+    /// The store's last write error, if its latest write failed (see
+    /// the `write_error` field: with sled this lasts until a restart).
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stores an event and its deliveries durably (one batch, flushed),
@@ -585,7 +599,12 @@ impl Store {
 /// group holds an ingest (attempt results need none). One writer means no
 /// write contention inside sled, and a flush that serves every request
 /// waiting on it.
-fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
+fn writer_loop(
+    db: sled::Db,
+    tree: sled::Tree,
+    mut rx: mpsc::Receiver<Job>,
+    write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+) {
     let mut group: Vec<Job> = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -615,6 +634,10 @@ fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
                 }
                 Job::Ingest(ev, _) => ev,
             };
+            // Every ingest answer waits for a flush, duplicates too: the
+            // first copy may still be unflushed (its own flush failed, e.g.
+            // disk full, and was answered 503), and a 202 must mean "on disk".
+            needs_flush = true;
             if let Some(key) = &ev.idempotency_key {
                 let ik = keys::idem(&ev.record.account, key);
                 if let Some(first) = claimed.get(&ik) {
@@ -638,7 +661,6 @@ fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
                 batch.insert(ik.clone(), enc(&IdemRecord { event: *ev.id.as_bytes(), at_ms: now }));
                 claimed.insert(ik, ev.id);
             }
-            needs_flush = true;
             batch.insert(keys::event(ev.id), enc(&ev.record));
             batch.insert(keys::account_index(&ev.record.account, ev.id), &[] as &[u8]);
             let due_ms = initial_due_ms(ev.id, ev.record.created_ms);
@@ -660,11 +682,26 @@ fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
             }
             answers.push(Some(Ok(Committed { id: ev.id, duplicate: false })));
         }
+        let started = std::time::Instant::now();
         let mut result = tree.apply_batch(batch).map(|_| ());
+        let applied = started.elapsed();
         if needs_flush {
             result = result.and_then(|_| db.flush().map(|_| ()));
         }
+        tracing::trace!(jobs = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "group written");
         let result = result.map_err(|e| format!("storage error: {e}"));
+        {
+            let mut we = write_error.lock().unwrap_or_else(|p| p.into_inner());
+            match &result {
+                Err(e) if we.is_none() => {
+                    tracing::error!(error = %e, "the store cannot write; ingest answers 503 and delivery pauses \
+                        (sled refuses writes after an I/O error until restart: free space, then restart)");
+                    *we = Some(e.clone());
+                }
+                Err(_) => {}
+                Ok(()) => *we = None,
+            }
+        }
         for (job, answer) in group.drain(..).zip(answers) {
             match (job, answer) {
                 (Job::Ops(_, reply), _) => {
@@ -672,7 +709,7 @@ fn writer_loop(db: sled::Db, tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
                 }
                 (Job::Ingest(_, reply), Some(answer)) => {
                     let answer = match (&result, answer) {
-                        (Err(e), Ok(c)) if !c.duplicate => Err(e.clone()),
+                        (Err(e), Ok(_)) => Err(e.clone()),
                         (_, a) => a,
                     };
                     let _ = reply.send(answer);

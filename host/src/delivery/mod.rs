@@ -301,6 +301,15 @@ impl Dispatcher {
                 }
                 continue;
             }
+            if store.write_error().is_some() {
+                // Attempts could not be recorded: sending now would resend
+                // the same deliveries in a tight loop. Wait for the store.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
             let first = tokio::select! {
                 p = ep.sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.changed() => continue,
