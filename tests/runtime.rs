@@ -22,6 +22,18 @@ fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(artifact(name)).expect("plugin artifact (built by host/build.rs)")
 }
 
+/// Timing-sensitive tests (deadline bounds, reload within 2 s) run alone;
+/// the others share the box. The machine has two cores.
+static SERIAL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    SERIAL.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    SERIAL.write().unwrap_or_else(|e| e.into_inner())
+}
+
 fn settings() -> RuntimeSettings {
     RuntimeSettings {
         deadline: Duration::from_millis(50),
@@ -68,6 +80,7 @@ fn assert_healthy(rt: &PluginRuntime) {
 
 #[test]
 fn event_filter_pass_and_skip() {
+    let _serial = shared();
     let rt = runtime();
     let f = rt
         .bind(
@@ -100,6 +113,7 @@ fn event_filter_pass_and_skip() {
 
 #[test]
 fn misbehave_outcomes() {
+    let _serial = shared();
     let rt = runtime();
     let ev = event("license.created", "ACTIVE");
     assert_eq!(
@@ -153,6 +167,7 @@ fn misbehave_outcomes() {
 
 #[test]
 fn panic_is_a_trap_with_the_message() {
+    let _serial = shared();
     let rt = runtime();
     let b = misbehave(&rt, json!({"mode": "panic"}));
     for _ in 0..2 {
@@ -170,6 +185,7 @@ fn panic_is_a_trap_with_the_message() {
 
 #[test]
 fn loop_hits_the_deadline_within_twice_the_deadline() {
+    let _serial = exclusive();
     let rt = runtime();
     let b = misbehave(&rt, json!({"mode": "loop"}));
     for _ in 0..3 {
@@ -189,7 +205,14 @@ fn loop_hits_the_deadline_within_twice_the_deadline() {
 
 #[test]
 fn unbounded_allocation_is_out_of_memory() {
-    let rt = runtime();
+    let _serial = exclusive();
+    // Filling 32 MiB takes a while on a loaded box: this is about the cap.
+    let rt = PluginRuntime::new(RuntimeSettings {
+        deadline: Duration::from_secs(2),
+        ..settings()
+    })
+    .unwrap();
+    rt.load_file(&artifact("misbehave")).unwrap();
     let b = misbehave(&rt, json!({"mode": "alloc"}));
     let e = b.call(&event("license.created", "ACTIVE")).unwrap_err();
     assert_eq!(e.kind, PluginErrorKind::OutOfMemory, "{e}");
@@ -207,6 +230,7 @@ fn unbounded_allocation_is_out_of_memory() {
 
 #[test]
 fn rejected_config_fails_at_bind() {
+    let _serial = shared();
     let rt = runtime();
     let e = rt
         .bind("misbehave", &json!({"mode": "reject"}))
@@ -223,6 +247,7 @@ fn rejected_config_fails_at_bind() {
 
 #[test]
 fn output_rules_are_enforced() {
+    let _serial = shared();
     let rt = PluginRuntime::new(RuntimeSettings {
         max_output: 1000,
         ..settings()
@@ -259,6 +284,7 @@ fn output_rules_are_enforced() {
 
 #[test]
 fn binding_before_load_is_not_loaded_then_configures_lazily() {
+    let _serial = shared();
     let rt = PluginRuntime::new(settings()).unwrap();
     let good = rt.bind("misbehave", &json!({"mode": "pass"})).unwrap();
     let bad = rt.bind("misbehave", &json!({"mode": "reject"})).unwrap();
@@ -275,6 +301,7 @@ fn binding_before_load_is_not_loaded_then_configures_lazily() {
 
 #[test]
 fn not_a_component_and_wrong_world() {
+    let _serial = shared();
     let rt = PluginRuntime::new(settings()).unwrap();
     let e = rt.load_bytes("garbage", b"hello, not wasm").unwrap_err();
     assert_eq!(e.kind, PluginErrorKind::NotAComponent);
@@ -306,6 +333,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
 
 #[test]
 fn hot_reload() {
+    let _serial = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let rt = PluginRuntime::new(settings()).unwrap();
     assert!(rt.load_dir(dir.path()).is_empty());
@@ -387,6 +415,7 @@ fn hot_reload() {
 
 #[test]
 fn reload_refused_by_a_live_binding_keeps_the_old_version() {
+    let _serial = shared();
     let rt = PluginRuntime::new(settings()).unwrap();
     rt.load_file(&artifact("misbehave")).unwrap();
     // Valid for misbehave, unknown fields for event-filter (deny_unknown_fields).
@@ -412,6 +441,7 @@ fn reload_refused_by_a_live_binding_keeps_the_old_version() {
 
 #[test]
 fn thousand_concurrent_calls() {
+    let _serial = shared();
     let rt = runtime();
     let b = misbehave(&rt, json!({"tag": "c"}));
     let f = rt
@@ -454,6 +484,7 @@ fn thousand_concurrent_calls() {
 
 #[test]
 fn compiled_artifacts_are_cached() {
+    let _serial = shared();
     let cache = tempfile::tempdir().unwrap();
     let s = RuntimeSettings {
         cache_dir: Some(cache.path().to_path_buf()),
@@ -487,6 +518,7 @@ fn compiled_artifacts_are_cached() {
 
 #[test]
 fn fresh_instance_strategy_works_too() {
+    let _serial = shared();
     let rt = PluginRuntime::with_options(
         settings(),
         RuntimeOptions {
@@ -511,6 +543,7 @@ fn fresh_instance_strategy_works_too() {
 
 #[test]
 fn cli_run_output_shape() {
+    let _serial = exclusive();
     let dir = tempfile::tempdir().unwrap();
     let ev = dir.path().join("event.json");
     std::fs::write(
@@ -588,7 +621,10 @@ fn cli_run_output_shape() {
         "mb",
         &ev,
         Some(r#"{"mode":"alloc"}"#),
-        settings(),
+        RuntimeSettings {
+            deadline: Duration::from_secs(2),
+            ..settings()
+        },
         Some(plugins.path()),
     )
     .unwrap_err();
@@ -605,6 +641,7 @@ fn cli_run_output_shape() {
 
 #[test]
 fn switchyard_plugin_run_binary() {
+    let _serial = shared();
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let ev = dir.path().join("event.json");
@@ -698,6 +735,7 @@ fn switchyard_plugin_run_binary() {
 
 #[test]
 fn many_bindings_do_not_exhaust_a_small_pool() {
+    let _serial = shared();
     // 8 pool slots, 40 bindings: idle warm instances are capped so calls
     // always find a slot for a fresh instance.
     let rt = PluginRuntime::with_options(

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use wasmtime::Store;
 use wasmtime::component::Component;
@@ -386,10 +386,24 @@ impl Inner {
             list.retain(|w| w.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
-        let mut prepared = Vec::new();
+        // Each distinct configuration is checked once; at most
+        // PREWARM configured instances are kept (they hold pool slots).
+        const PREWARM: usize = 16;
+        let mut verdicts: HashMap<&str, Option<PluginError>> = HashMap::new();
+        let mut prepared: Vec<(Arc<BindingInner>, Option<Warm>, Option<PluginError>)> = Vec::new();
+        let mut kept = 0;
         for b in &live {
+            if let Some(verdict) = verdicts.get(b.config.as_str()) {
+                prepared.push((b.clone(), None, verdict.clone()));
+                continue;
+            }
             match self.instantiate(&slot.name, &version, &b.config) {
-                Ok(w) => prepared.push((b.clone(), Ok(w))),
+                Ok(w) => {
+                    verdicts.insert(&b.config, None);
+                    let keep = kept < PREWARM;
+                    kept += keep as usize;
+                    prepared.push((b.clone(), keep.then_some(w), None));
+                }
                 Err(e) if previous.is_some() => {
                     return Err(PluginError::new(
                         name,
@@ -401,7 +415,10 @@ impl Inner {
                         ),
                     ));
                 }
-                Err(e) => prepared.push((b.clone(), Err(e))),
+                Err(e) => {
+                    verdicts.insert(&b.config, Some(e.clone()));
+                    prepared.push((b.clone(), None, Some(e)));
+                }
             }
         }
 
@@ -415,15 +432,13 @@ impl Inner {
         if previous.is_some() {
             self.counters.reloads.fetch_add(1, Ordering::Relaxed);
         }
-        for (b, warm) in prepared {
+        for (b, warm, error) in prepared {
             let bound = Arc::new(Bound::new(version.clone(), &self.idle_total));
-            match warm {
-                Ok(w) if self.options.warm_instances => bound.push(w, usize::MAX, self.idle_budget),
-                Ok(_) => {}
-                Err(e) if e.kind == PluginErrorKind::BadConfig => {
-                    let _ = bound.config_error.set(e);
-                }
-                Err(_) => {}
+            if let Some(w) = warm.filter(|_| self.options.warm_instances) {
+                bound.push(w, usize::MAX, self.idle_budget);
+            }
+            if let Some(e) = error.filter(|e| e.kind == PluginErrorKind::BadConfig) {
+                let _ = bound.config_error.set(e);
             }
             let mut cur = b.bound.write().unwrap();
             if cur.as_ref().is_none_or(|c| c.version.number < number) {
@@ -622,6 +637,17 @@ impl PluginRuntime {
         };
         let _serial = slot.loading.lock().unwrap();
         let was = slot.current.write().unwrap().take().is_some();
+        // Free the unloaded version's warm instances now.
+        let live: Vec<Arc<BindingInner>> = slot
+            .bindings
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for b in live {
+            b.bound.write().unwrap().take();
+        }
         if was {
             tracing::info!(plugin = name, "plugin unloaded");
         }
@@ -842,6 +868,3 @@ fn _assert_send_sync() {
     is::<Binding>();
     is::<PluginRuntime>();
 }
-
-#[allow(dead_code)]
-fn _unused(_: Instant) {}
