@@ -91,6 +91,21 @@ impl Router {
         r
     }
 
+    /// Starts `switchyard serve` in an existing directory that already
+    /// holds `router.toml` (and `plugins/`); the caller owns the directory.
+    pub fn start_in(dir: PathBuf) -> Router {
+        let mut r = Router {
+            child: None,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            config_path: dir.join("router.toml"),
+            dir,
+            _tmp: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        r.spawn();
+        r
+    }
+
     /// Starts (again) the process on the same directory.
     pub fn spawn(&mut self) {
         let mut child = Command::new(BIN)
