@@ -226,11 +226,10 @@ fn calls(c: &mut Criterion) {
 /// Per-call time of each closure, measured in interleaved rounds so that
 /// load from other processes hits all of them alike; returns (min, median)
 /// over rounds, in µs per call.
-fn interleaved(
-    fs: &mut [(&str, Box<dyn FnMut() + '_>)],
-    rounds: usize,
-    per_round: usize,
-) -> Vec<(f64, f64)> {
+/// A named closure timed by [`interleaved`].
+type Timed<'a> = (&'a str, Box<dyn FnMut() + 'a>);
+
+fn interleaved(fs: &mut [Timed<'_>], rounds: usize, per_round: usize) -> Vec<(f64, f64)> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); fs.len()];
     for _ in 0..rounds {
         for (i, (_, f)) in fs.iter_mut().enumerate() {
@@ -264,7 +263,7 @@ fn interleaved_summary() {
     let filter_small = small.bind("event-filter", &filter_config()).unwrap();
     let t_wasm = warm.bind("misbehave", &transform_config()).unwrap();
     let t_small = small.bind("misbehave", &transform_config()).unwrap();
-    let mut fs: Vec<(&str, Box<dyn FnMut() + '_>)> = vec![
+    let mut fs: Vec<Timed<'_>> = vec![
         (
             "event_filter/native",
             Box::new(|| {

@@ -102,40 +102,40 @@ pub(crate) fn compile(
     check_header(name, bytes)?;
     let start = Instant::now();
     let entry = cache_dir.map(|d| entry_path(d, sha, &engine_key(engine)));
-    if let Some(path) = &entry {
-        if path.exists() {
-            match read_entry(path) {
-                Some(artifact) => {
-                    // SAFETY: the artifact was produced by `Component::serialize`
-                    // of this engine configuration (the key says so) and its
-                    // checksum matches, so it is the bytes we wrote.
-                    match unsafe { Component::deserialize(engine, &artifact) } {
-                        Ok(component) => {
-                            tracing::info!(
-                                plugin = name,
-                                sha256 = sha,
-                                cache = %path.display(),
-                                "plugin loaded from the compiled-artifact cache"
-                            );
-                            return Ok(Compiled {
-                                component,
-                                from_cache: true,
-                                compile_time: start.elapsed(),
-                            });
-                        }
-                        Err(e) => tracing::warn!(
+    if let Some(path) = &entry
+        && path.exists()
+    {
+        match read_entry(path) {
+            Some(artifact) => {
+                // SAFETY: the artifact was produced by `Component::serialize`
+                // of this engine configuration (the key says so) and its
+                // checksum matches, so it is the bytes we wrote.
+                match unsafe { Component::deserialize(engine, &artifact) } {
+                    Ok(component) => {
+                        tracing::info!(
                             plugin = name,
-                            error = %e,
-                            "cached artifact unusable; recompiling"
-                        ),
+                            sha256 = sha,
+                            cache = %path.display(),
+                            "plugin loaded from the compiled-artifact cache"
+                        );
+                        return Ok(Compiled {
+                            component,
+                            from_cache: true,
+                            compile_time: start.elapsed(),
+                        });
                     }
+                    Err(e) => tracing::warn!(
+                        plugin = name,
+                        error = %e,
+                        "cached artifact unusable; recompiling"
+                    ),
                 }
-                None => tracing::warn!(
-                    plugin = name,
-                    cache = %path.display(),
-                    "cached artifact is corrupt; recompiling"
-                ),
             }
+            None => tracing::warn!(
+                plugin = name,
+                cache = %path.display(),
+                "cached artifact is corrupt; recompiling"
+            ),
         }
     }
     let component = Component::from_binary(engine, bytes).map_err(|e| {

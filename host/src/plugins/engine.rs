@@ -269,7 +269,7 @@ impl bindings::switchyard::plugin::log::Host for State {
                 cut -= 1;
             }
             message.truncate(cut);
-            message.push_str("…");
+            message.push('…');
         }
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),

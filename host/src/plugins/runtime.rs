@@ -338,18 +338,18 @@ impl Inner {
         let slot = self.slot(name);
         let _serial = slot.loading.lock().unwrap();
         let sha = cache::sha256_hex(bytes);
-        if let Some(cur) = slot.current() {
-            if cur.sha256 == sha {
-                slot.status.lock().unwrap().last_error = None;
-                return Ok(LoadReport {
-                    name: name.to_string(),
-                    sha256: sha,
-                    size: bytes.len(),
-                    compile_time: Duration::ZERO,
-                    from_cache: true,
-                    exports: vec!["configure".into(), "handle".into()],
-                });
-            }
+        if let Some(cur) = slot.current()
+            && cur.sha256 == sha
+        {
+            slot.status.lock().unwrap().last_error = None;
+            return Ok(LoadReport {
+                name: name.to_string(),
+                sha256: sha,
+                size: bytes.len(),
+                compile_time: Duration::ZERO,
+                from_cache: true,
+                exports: vec!["configure".into(), "handle".into()],
+            });
         }
         let compiled = cache::compile(
             &self.engine,
@@ -531,10 +531,10 @@ impl PluginRuntime {
         let (engine, pooling) = engine::make_engine(&settings, &options)?;
         let linker = engine::make_linker(&engine)?;
         let ticker = Ticker::start(&engine)?;
-        if let Some(dir) = &settings.cache_dir {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache dir");
-            }
+        if let Some(dir) = &settings.cache_dir
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot create the plugin cache dir");
         }
         let idle_budget = if pooling {
             options.pool_instances.max(8) as usize * 3 / 4
@@ -774,10 +774,10 @@ impl Binding {
                 format!("no plugin named {:?} is loaded", &*slot.name),
             ));
         };
-        if let Some(b) = &*self.inner.bound.read().unwrap() {
-            if Arc::ptr_eq(&b.version, &version) {
-                return Ok(b.clone());
-            }
+        if let Some(b) = &*self.inner.bound.read().unwrap()
+            && Arc::ptr_eq(&b.version, &version)
+        {
+            return Ok(b.clone());
         }
         let mut w = self.inner.bound.write().unwrap();
         match &*w {
