@@ -9,7 +9,7 @@
 #      event-filter plugin: events ingested during the run, delivered and
 #      acknowledged by nginx, divided by the time from start to fully drained.
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
-# pending (receiver down).
+# pending (receiver down); ONLY_PENDING=1 skips the other steps.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -41,15 +41,19 @@ echo
 
 wrk_rate() { awk '/Requests\/sec/{print $2}'; }
 
+raw=1
+if [[ -z "${ONLY_PENDING:-}" ]]; then
 echo "== 0. receiver raw rate (wrk -> nginx 204)"
 raw=$(wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1:$nginx_port/" | tee "$work/raw.txt" | wrk_rate)
 echo "nginx: $raw req/s"
+fi
 
 config() { # $1 = plugins line
     cat <<EOF
 [server]
 listen = "127.0.0.1:$router_port"
 data_dir = "$work/data"
+cache_size = "${CACHE_SIZE:-64MiB}"
 [plugins]
 dir = "$repo/plugins/dist"
 [delivery]
@@ -109,10 +113,12 @@ run_scenario() { # $1 = name, $2 = plugins line
     echo "$1 ingest/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')  e2e/raw: $(awk -v r="$e2e" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
 }
 
+if [[ -z "${ONLY_PENDING:-}" ]]; then
 echo
 echo "== 1+2. durable ingest and end-to-end delivery"
 run_scenario "no-plugins" ""
 run_scenario "event-filter" 'plugins = [ { name = "event-filter", config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] } } ]'
+fi
 
 if [[ -n "${PENDING:-}" ]]; then
     echo

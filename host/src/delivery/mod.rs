@@ -698,7 +698,12 @@ impl Dispatcher {
             Some(d) => {
                 rec.status = DeliveryStatus::Failing;
                 rec.due_ms = Some(now + d.as_millis() as i64);
-                rec.output = output;
+                // Plugin output is kept so retries resend the same bytes
+                // without running the plugins again. Without plugins the
+                // body is the default envelope, a pure function of the
+                // stored event: rebuilt at each retry instead of stored
+                // twice (halves the store with a backlog of retries).
+                rec.output = if live.chain.is_empty() { None } else { output };
             }
             None => {
                 rec.status = DeliveryStatus::Failed;
