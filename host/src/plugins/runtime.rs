@@ -366,11 +366,7 @@ impl Inner {
         let exports = exports_of(&self.engine, &compiled.component);
         let pre = self.instantiate_pre(name, &compiled.component)?;
         let previous = slot.current();
-        let mut number = 0;
-        {
-            let st = slot.status.lock().unwrap();
-            number = number.max(st.versions + 1);
-        }
+        let number = slot.status.lock().unwrap().versions + 1;
         let version = Arc::new(Version {
             number,
             sha256: sha.clone(),
