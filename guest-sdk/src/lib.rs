@@ -304,9 +304,15 @@ pub mod __private {
 
 /// Exports a [`Plugin`] type as the component's `configure`/`handle`.
 /// Call it once, at the top level of your plugin crate.
+///
+/// It expands to nothing when not compiling for `wasm32`: natively, the
+/// plugin is a plain Rust library (tests, the host's benchmark), and the
+/// component's C-ABI export symbols would clash between plugin crates
+/// linked into one binary.
 #[macro_export]
 macro_rules! export {
     ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             static __SWITCHYARD_SLOT: $crate::__private::Slot<$plugin> =
                 $crate::__private::Slot::new();
@@ -327,6 +333,12 @@ macro_rules! export {
                 }
             }
             $crate::bindings::__export_plugin_world!(__SwitchyardExport with_types_in $crate::bindings);
+        };
+        // Natively, still check that the type is a plugin.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn() = || {
+            fn is_plugin<P: $crate::Plugin>() {}
+            is_plugin::<$plugin>();
         };
     };
 }

@@ -146,7 +146,4 @@ pub fn transform(event: &Event, write_key: &str) -> Result<Outcome, Error> {
     Ok(Outcome::json(&body)?.with_header("Authorization", format!("Basic {write_key}")))
 }
 
-// Exported only in the component: natively (the host's benchmark links this
-// crate next to event-filter) the C-ABI export symbols would clash.
-#[cfg(target_arch = "wasm32")]
 switchyard_guest::export!(Misbehave);
