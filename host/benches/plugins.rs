@@ -1,4 +1,5 @@
-//! Plugin runtime benchmark: the per-call cost of real plugins, warm and
+//! Plugin runtime benchmark: the per-call cost of real plugins (event-filter,
+//! a transform, the segment and amplitude analytics plugins), warm and
 //! fresh, against the same Rust code compiled natively in the same run;
 //! instantiation cost; hot-reload latency. Figures go to `BENCHMARKS.md`.
 //!
@@ -316,6 +317,164 @@ fn interleaved_summary() {
     }
 }
 
+/// A sample event from `examples/events/` (ingest form), as the host hands
+/// it to a plugin: the payload re-serialized compactly.
+fn fixture(name: &str) -> PluginEvent {
+    let path = format!("{}/../examples/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let e = switchyard_guest::testing::event_from_json(&text).unwrap();
+    PluginEvent {
+        id: e.id,
+        account: "4d3f7a1c-9b2e-4f6a-8c51-2e7d9b0a6f13".into(),
+        endpoint: "analytics".into(),
+        event_type: e.event_type,
+        created: e.created,
+        created_ms: e.created_ms,
+        payload: e.payload,
+    }
+}
+
+fn segment_config() -> Value {
+    json!({"write_key": "wk"})
+}
+
+fn amplitude_config() -> Value {
+    json!({"api_key": "k"})
+}
+
+/// The same body from the component and from the native crate.
+fn same_replace(wasm: Outcome, native: switchyard_guest::Outcome, what: &str) -> usize {
+    match (wasm, native) {
+        (Outcome::Replace { body, .. }, switchyard_guest::Outcome::Replace(r)) => {
+            assert_eq!(body, r.body, "{what}: wasm and native bodies differ");
+            body.len()
+        }
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+/// The analytics plugins (segment, amplitude), warm, against their own
+/// crates compiled natively: criterion medians, then interleaved rounds for
+/// the ratios.
+fn analytics(c: &mut Criterion) {
+    let settings = RuntimeSettings {
+        deadline: Duration::from_secs(2),
+        ..RuntimeSettings::default()
+    };
+    let rt = PluginRuntime::with_options(settings, RuntimeOptions::default()).unwrap();
+    for name in ["segment", "amplitude"] {
+        rt.load_bytes(name, &std::fs::read(wasm(name)).unwrap())
+            .unwrap();
+    }
+    let track = fixture("license.validation.succeeded");
+    let identify = fixture("user.created");
+    eprintln!(
+        "analytics payloads: license.validation.succeeded {} bytes, user.created {} bytes",
+        track.payload.len(),
+        identify.payload.len()
+    );
+
+    let seg_wasm = rt.bind("segment", &segment_config()).unwrap();
+    let amp_wasm = rt.bind("amplitude", &amplitude_config()).unwrap();
+    let mut seg_native =
+        switchyard_guest::configure::<segment::Segment>(&segment_config().to_string()).unwrap();
+    let mut amp_native =
+        switchyard_guest::configure::<amplitude::Amplitude>(&amplitude_config().to_string())
+            .unwrap();
+    for (ev, what) in [(&track, "segment track"), (&identify, "segment identify")] {
+        let n = same_replace(
+            seg_wasm.call(ev).unwrap(),
+            seg_native.handle(&guest_event(ev)).unwrap(),
+            what,
+        );
+        eprintln!("{what} output: {n} bytes");
+    }
+    let n = same_replace(
+        amp_wasm.call(&track).unwrap(),
+        amp_native.handle(&guest_event(&track)).unwrap(),
+        "amplitude",
+    );
+    eprintln!("amplitude output: {n} bytes");
+
+    let mut g = c.benchmark_group("segment_track");
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(seg_native.handle(&guest_event(black_box(&track))).unwrap()))
+    });
+    g.bench_function("wasm_warm", |b| {
+        b.iter(|| black_box(seg_wasm.call(black_box(&track)).unwrap()))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("segment_identify");
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(seg_native.handle(&guest_event(black_box(&identify))).unwrap()))
+    });
+    g.bench_function("wasm_warm", |b| {
+        b.iter(|| black_box(seg_wasm.call(black_box(&identify)).unwrap()))
+    });
+    g.finish();
+    let mut g = c.benchmark_group("amplitude");
+    g.bench_function("native", |b| {
+        b.iter(|| black_box(amp_native.handle(&guest_event(black_box(&track))).unwrap()))
+    });
+    g.bench_function("wasm_warm", |b| {
+        b.iter(|| black_box(amp_wasm.call(black_box(&track)).unwrap()))
+    });
+    g.finish();
+
+    // Both natives are borrowed mutably by their closures: one instance each
+    // for the interleaved rounds.
+    let mut seg_native_2 =
+        switchyard_guest::configure::<segment::Segment>(&segment_config().to_string()).unwrap();
+    let mut fs: Vec<Timed<'_>> = vec![
+        (
+            "segment_track/native",
+            Box::new(|| {
+                black_box(seg_native.handle(&guest_event(black_box(&track))).unwrap());
+            }),
+        ),
+        (
+            "segment_track/wasm_warm",
+            Box::new(|| {
+                black_box(seg_wasm.call(black_box(&track)).unwrap());
+            }),
+        ),
+        (
+            "segment_identify/native",
+            Box::new(|| {
+                black_box(seg_native_2.handle(&guest_event(black_box(&identify))).unwrap());
+            }),
+        ),
+        (
+            "segment_identify/wasm_warm",
+            Box::new(|| {
+                black_box(seg_wasm.call(black_box(&identify)).unwrap());
+            }),
+        ),
+        (
+            "amplitude/native",
+            Box::new(|| {
+                black_box(amp_native.handle(&guest_event(black_box(&track))).unwrap());
+            }),
+        ),
+        (
+            "amplitude/wasm_warm",
+            Box::new(|| {
+                black_box(amp_wasm.call(black_box(&track)).unwrap());
+            }),
+        ),
+    ];
+    let r = interleaved(&mut fs, 40, 500);
+    println!("\n== analytics plugins, interleaved rounds (40 x 500 calls each; min and median of rounds) ==");
+    for (i, (name, _)) in fs.iter().enumerate() {
+        let ((min, med), base) = (r[i], r[i - i % 2]);
+        println!(
+            "{name:45} min {min:7.2} µs ({:4.2}× native)   median {med:7.2} µs ({:4.2}× native)",
+            min / base.0,
+            med / base.1
+        );
+    }
+}
+
 /// File written into the watched folder → binding serving the new version.
 fn hot_reload() -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
@@ -371,6 +530,7 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     calls(&mut c);
+    analytics(&mut c);
     c.final_summary();
 
     interleaved_summary();
@@ -395,6 +555,12 @@ fn main() {
         ("instantiate/misbehave_pooling", ""),
         ("instantiate/misbehave_on_demand", ""),
         ("instantiate/event_filter_pooling", ""),
+        ("segment_track/native", "segment_track/native"),
+        ("segment_track/wasm_warm", "segment_track/native"),
+        ("segment_identify/native", "segment_identify/native"),
+        ("segment_identify/wasm_warm", "segment_identify/native"),
+        ("amplitude/native", "amplitude/native"),
+        ("amplitude/wasm_warm", "amplitude/native"),
     ];
     for (id, base) in rows {
         match (us(id), us(base)) {
