@@ -740,7 +740,7 @@ subscriptions = ["lic*"]
         assert!(all.contains("https"), "{all}");
         assert!(all.contains("lic*"), "{all}");
         assert!(all.contains("needs `secret`"), "{all}");
-        assert!(all.contains("t.toml:6: endpoints[0]"), "{all}");
+        assert!(all.contains("t.toml:5: endpoints[0]"), "{all}");
         assert!(errs.errors.len() >= 6);
     }
 

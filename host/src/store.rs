@@ -777,7 +777,19 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         drop(store);
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        // The writer thread releases the database (and its file lock) once
+        // it sees the channel closed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let store = loop {
+            match Store::open(dir.path(), 1 << 20) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
         assert_eq!(store.due_count(ep), 200);
         let page = store.list_events("acct", None, 150).unwrap();
         assert_eq!(page.len(), 150);
