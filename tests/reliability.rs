@@ -734,16 +734,19 @@ async fn plugin_faults_under_load_then_hot_fix() {
         faulty.throughput / alone.throughput,
         faulty_events,
     );
-    // KNOWN LIMITATION (docs/RELIABILITY.md): plugin calls are not bounded
-    // globally, so three endpoints whose plugins burn their whole CPU
-    // deadline (or trap) on every event, retried every 300 ms with up to 32
-    // calls in flight each, saturate a 2-core machine and the healthy
-    // endpoint's throughput collapses (measured 1,782/s -> 32/s). Liveness
-    // holds (measure_phase waited for every healthy delivery; nothing is
-    // lost; the fix heals all). Strict mode asserts the goal.
-    if std::env::var("SWITCHYARD_STRICT_ISOLATION").is_ok() {
-        assert!(faulty.throughput >= alone.throughput * 0.8, "healthy throughput dropped: {:.0} -> {:.0}/s", alone.throughput, faulty.throughput);
-    }
+    // Before the per-endpoint plugin circuit breaker (delivery/mod.rs), three
+    // endpoints whose plugins burn their deadline or trap on every event
+    // saturated the 2 cores and the healthy endpoint fell from 1,782/s to
+    // 32/s. With it, a failing plugin's calls go one at a time with a growing
+    // pause, and the healthy endpoint keeps its rate. The bound leaves room
+    // for this shared machine's noise (measured 0.89x); the failure it guards
+    // against is a collapse (0.02x).
+    assert!(
+        faulty.throughput >= alone.throughput * 0.7,
+        "healthy throughput dropped: {:.0} -> {:.0}/s",
+        alone.throughput,
+        faulty.throughput
+    );
 }
 
 // =============================================================================

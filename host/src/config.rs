@@ -446,7 +446,7 @@ impl Config {
             header_timeout: c.duration("server.header_timeout", &s.header_timeout, Duration::from_secs(10)),
             admin_token,
             log_format,
-            cache_bytes: c.size("server.cache_size", &s.cache_size, 64 << 20),
+            cache_bytes: c.size("server.cache_size", &s.cache_size, 8 << 20),
             retention: c.duration("server.retention", &s.retention, Duration::from_secs(30 * 86400)),
         };
 

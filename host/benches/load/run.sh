@@ -53,7 +53,7 @@ config() { # $1 = plugins line
 [server]
 listen = "127.0.0.1:$router_port"
 data_dir = "$work/data"
-cache_size = "${CACHE_SIZE:-64MiB}"
+cache_size = "${CACHE_SIZE:-8MiB}"
 [plugins]
 dir = "$repo/plugins/dist"
 [delivery]

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
 
-use crate::plugins::{Outcome, PluginError, PluginEvent};
+use crate::plugins::{Outcome, PluginError, PluginErrorKind, PluginEvent};
 use crate::registry::{LiveEndpoint, Registry};
 use crate::signing;
 use crate::store::{
@@ -57,6 +57,26 @@ struct EndpointShared {
     health: Mutex<EndpointState>,
     notify: Notify,
     removed: AtomicBool,
+    /// Plugin circuit breaker: after a plugin traps, times out or runs out
+    /// of memory, the endpoint's plugin calls go one at a time, each after
+    /// a growing pause, until one succeeds — so a plugin failing on every
+    /// event cannot eat the CPU other endpoints need.
+    breaker: Mutex<Breaker>,
+    plugin_gate: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    next_call: Option<tokio::time::Instant>,
+}
+
+impl Breaker {
+    /// Pause before the next call after `failures` costly plugin failures:
+    /// 50 ms doubling, at most 10 s.
+    fn pause(failures: u32) -> Duration {
+        (Duration::from_millis(50) * 2u32.saturating_pow(failures.saturating_sub(1).min(8))).min(Duration::from_secs(10))
+    }
 }
 
 /// One delivery to attempt.
@@ -198,6 +218,8 @@ impl Dispatcher {
                         health: Mutex::new(health),
                         notify: Notify::new(),
                         removed: AtomicBool::new(false),
+                        breaker: Mutex::new(Breaker::default()),
+                        plugin_gate: Arc::new(Semaphore::new(1)),
                     });
                     map.insert(*uid, shared.clone());
                     let d = self.clone();
@@ -447,7 +469,8 @@ impl Dispatcher {
         let delivery_id = envelope::delivery_id(due.event, ep.uid);
         let output = match rec.output.take() {
             Some(o) => Ok(ChainResult::Output(o)),
-            None => self.run_chain(live, due.event, delivery_id, event).await,
+            None if live.chain.is_empty() => self.run_chain(live, due.event, delivery_id, event).await,
+            None => self.run_chain_guarded(ep, live, due.event, delivery_id, event).await,
         };
         let now = now_ms();
         let output = match output {
@@ -567,6 +590,48 @@ impl Dispatcher {
                 self.failed(ep, live, due, rec, Some(output), attempt, None).await.map(Some)
             }
         }
+    }
+
+    /// Runs the chain through the endpoint's plugin circuit breaker.
+    async fn run_chain_guarded(
+        &self,
+        ep: &EndpointShared,
+        live: &LiveEndpoint,
+        event_id: Uuid,
+        delivery_id: Uuid,
+        event: &EventRecord,
+    ) -> Result<ChainResult, PluginError> {
+        let tripped = ep.breaker.lock().unwrap_or_else(|p| p.into_inner()).failures > 0;
+        let _gate = if tripped {
+            let gate = ep.plugin_gate.clone().acquire_owned().await;
+            let next = ep.breaker.lock().unwrap_or_else(|p| p.into_inner()).next_call;
+            if let Some(at) = next {
+                tokio::time::sleep_until(at).await;
+            }
+            gate.ok()
+        } else {
+            None
+        };
+        let result = self.run_chain(live, event_id, delivery_id, event).await;
+        let mut b = ep.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e) if matches!(e.kind, PluginErrorKind::Trap | PluginErrorKind::Deadline | PluginErrorKind::OutOfMemory) => {
+                b.failures = b.failures.saturating_add(1);
+                let pause = Breaker::pause(b.failures);
+                b.next_call = Some(tokio::time::Instant::now() + pause);
+                if b.failures == 1 {
+                    warn!(plugin = %e.plugin, kind = e.kind.as_str(), "plugin failing: its calls on this endpoint now go one at a time with a growing pause until one succeeds");
+                }
+            }
+            Err(_) => {}
+            Ok(_) => {
+                if b.failures > 0 {
+                    info!("plugin calls succeed again; circuit breaker reset");
+                }
+                *b = Breaker::default();
+            }
+        }
+        result
     }
 
     /// Runs the endpoint's plugin chain on a blocking thread.
