@@ -87,14 +87,28 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    pub fn new(plugin: impl Into<String>, kind: PluginErrorKind, message: impl Into<String>) -> Self {
-        PluginError { plugin: plugin.into(), kind, message: message.into() }
+    pub fn new(
+        plugin: impl Into<String>,
+        kind: PluginErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        PluginError {
+            plugin: plugin.into(),
+            kind,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for PluginError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "plugin {}: {}: {}", self.plugin, self.kind.as_str(), self.message)
+        write!(
+            f,
+            "plugin {}: {}: {}",
+            self.plugin,
+            self.kind.as_str(),
+            self.message
+        )
     }
 }
 
