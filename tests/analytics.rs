@@ -13,7 +13,10 @@ use common::*;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../examples/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/events/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -53,26 +56,43 @@ plugins = [ {{ name = "amplitude", config = {{ api_key = "amp_key_123" }} }} ]
     );
     let c = Client::new();
     let mut ids = Vec::new();
-    for name in ["license.validation.succeeded", "user.created", "machine.created"] {
+    for name in [
+        "license.validation.succeeded",
+        "user.created",
+        "machine.created",
+    ] {
         let r = c.post_event(&router, "acct", &fixture(name)).await;
-        assert_eq!(r.status, 202, "{name}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            202,
+            "{name}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         ids.push((name, r.json()["data"]["id"].as_str().unwrap().to_string()));
     }
     // segment: 3 events; amplitude: license + machine = 2.
-    let got = rx.wait_for(Duration::from_secs(15), "5 deliveries", |g| g.len() >= 5).await;
+    let got = rx
+        .wait_for(Duration::from_secs(15), "5 deliveries", |g| g.len() >= 5)
+        .await;
     let seg: Vec<_> = got.iter().filter(|r| r.path == "/v1/batch").collect();
     let amp: Vec<_> = got.iter().filter(|r| r.path == "/2/httpapi").collect();
     assert_eq!((seg.len(), amp.len()), (3, 2));
 
     // Segment: Basic auth with the write key, batch wrapper, messageId = event id.
-    let want_auth = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("wk_test:"));
+    let want_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("wk_test:")
+    );
     let validation_id = &ids[0].1;
     let track = seg
         .iter()
         .map(|r| {
             assert_eq!(r.header("authorization"), want_auth);
             assert_eq!(r.header("content-type"), "application/json");
-            assert!(!r.header("webhook-signature").is_empty(), "deliveries stay signed");
+            assert!(
+                !r.header("webhook-signature").is_empty(),
+                "deliveries stay signed"
+            );
             r.json()
         })
         .find(|b| b["batch"][0]["messageId"] == json!(validation_id))
@@ -84,11 +104,18 @@ plugins = [ {{ name = "amplitude", config = {{ api_key = "amp_key_123" }} }} ]
     assert_eq!(call["properties"]["valid"], true);
     assert_eq!(call["context"]["library"]["name"], "switchyard");
     let ts = call["timestamp"].as_str().unwrap();
-    assert!(ts.starts_with("20") && (ts.ends_with('Z') || ts.contains('+')), "{ts}");
+    assert!(
+        ts.starts_with("20") && (ts.ends_with('Z') || ts.contains('+')),
+        "{ts}"
+    );
     // redact ran first: the metadata the Segment plugin was told to copy
     // arrives emptied of its values.
-    let metadata = &fixture("license.validation.succeeded")["payload"]["data"]["attributes"]["metadata"];
-    assert!(metadata.as_object().is_some_and(|m| !m.is_empty()), "the fixture has metadata");
+    let metadata =
+        &fixture("license.validation.succeeded")["payload"]["data"]["attributes"]["metadata"];
+    assert!(
+        metadata.as_object().is_some_and(|m| !m.is_empty()),
+        "the fixture has metadata"
+    );
     assert_eq!(call["properties"]["metadata"], json!({}), "{call}");
     assert_eq!(call["properties"]["status"], "ACTIVE");
     let identify = seg
@@ -104,7 +131,10 @@ plugins = [ {{ name = "amplitude", config = {{ api_key = "amp_key_123" }} }} ]
         assert_eq!(b["api_key"], "amp_key_123");
         let e = &b["events"][0];
         assert!(e["event_type"].as_str().unwrap().contains('.'));
-        assert!(e["time"].as_i64().unwrap() > 1_000_000_000_000, "time is in milliseconds");
+        assert!(
+            e["time"].as_i64().unwrap() > 1_000_000_000_000,
+            "time is in milliseconds"
+        );
         assert!(e["user_id"].is_string() || e["device_id"].is_string());
         let id = e["insert_id"].as_str().unwrap();
         assert!(ids.iter().any(|(_, x)| x == id));

@@ -26,7 +26,10 @@ use switchyard::ingest;
 const MAX_CALL: Duration = Duration::from_secs(2);
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000)
 }
 
 /// Runs `f` on a thread and fails if it does not finish in `limit`.
@@ -48,7 +51,9 @@ fn with_watchdog(name: &str, limit: Duration, f: impl FnOnce() + Send + 'static)
                 std::panic::resume_unwind(e);
             }
         }
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{name}: no answer within {limit:?} (a hang)"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{name}: no answer within {limit:?} (a hang)")
+        }
     }
 }
 
@@ -58,11 +63,20 @@ fn check_ingest(body: &[u8]) -> Result<(), TestCaseError> {
     let start = Instant::now();
     let r = ingest::parse(body);
     let took = start.elapsed();
-    prop_assert!(took < MAX_CALL, "parse took {took:?} on {} bytes", body.len());
+    prop_assert!(
+        took < MAX_CALL,
+        "parse took {took:?} on {} bytes",
+        body.len()
+    );
     match r {
         Ok(ev) => {
-            prop_assert!(ingest::check_event_type(&ev.event_type, "/event").is_ok(), "accepted a bad type {:?}", ev.event_type);
-            let v: Value = serde_json::from_slice(&ev.payload).map_err(|e| TestCaseError::fail(format!("payload not JSON: {e}")))?;
+            prop_assert!(
+                ingest::check_event_type(&ev.event_type, "/event").is_ok(),
+                "accepted a bad type {:?}",
+                ev.event_type
+            );
+            let v: Value = serde_json::from_slice(&ev.payload)
+                .map_err(|e| TestCaseError::fail(format!("payload not JSON: {e}")))?;
             prop_assert!(v.is_object(), "payload is not an object: {v}");
             if let Some(id) = &ev.source_id {
                 prop_assert!(!id.is_empty() && id.len() <= 255);
@@ -105,10 +119,25 @@ enum Edit {
 
 fn edit_strategy() -> impl Strategy<Value = Edit> {
     let interesting = prop::sample::select(vec![
-        b"{".to_vec(), b"}".to_vec(), b"[".to_vec(), b"]".to_vec(), b"\"".to_vec(), b"\\".to_vec(),
-        b",".to_vec(), b":".to_vec(), b"\\u0000".to_vec(), b"\\ud800".to_vec(), b"1e999".to_vec(),
-        b"-0".to_vec(), b"18446744073709551616".to_vec(), b"\xff".to_vec(), b"\xc3".to_vec(), b"null".to_vec(),
-        b"\"event\":\"a.b\",".to_vec(), b"\"data\":{},".to_vec(), b"\"payload\":{},".to_vec(),
+        b"{".to_vec(),
+        b"}".to_vec(),
+        b"[".to_vec(),
+        b"]".to_vec(),
+        b"\"".to_vec(),
+        b"\\".to_vec(),
+        b",".to_vec(),
+        b":".to_vec(),
+        b"\\u0000".to_vec(),
+        b"\\ud800".to_vec(),
+        b"1e999".to_vec(),
+        b"-0".to_vec(),
+        b"18446744073709551616".to_vec(),
+        b"\xff".to_vec(),
+        b"\xc3".to_vec(),
+        b"null".to_vec(),
+        b"\"event\":\"a.b\",".to_vec(),
+        b"\"data\":{},".to_vec(),
+        b"\"payload\":{},".to_vec(),
     ]);
     prop_oneof![
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Replace(i, b)),
@@ -157,13 +186,16 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,40}".prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 64, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z]{0,8}", inner, 0..8).prop_map(|m| Value::Object(m.into_iter().collect())),
+            prop::collection::btree_map("[a-z]{0,8}", inner, 0..8)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
 }
@@ -171,8 +203,15 @@ fn json_value() -> impl Strategy<Value = Value> {
 #[test]
 fn ingest_parse_never_panics_on_arbitrary_bytes() {
     with_watchdog("ingest-bytes", Duration::from_secs(240), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
-        r.run(&prop::collection::vec(any::<u8>(), 0..4096), |b| check_ingest(&b)).unwrap();
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        r.run(&prop::collection::vec(any::<u8>(), 0..4096), |b| {
+            check_ingest(&b)
+        })
+        .unwrap();
     });
 }
 
@@ -180,27 +219,53 @@ fn ingest_parse_never_panics_on_arbitrary_bytes() {
 fn ingest_parse_never_panics_on_mutated_events() {
     with_watchdog("ingest-mutations", Duration::from_secs(240), || {
         let seeds = seeds();
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
-        let strat = (0..seeds.len(), prop::collection::vec(edit_strategy(), 1..12));
-        r.run(&strat, |(s, edits)| check_ingest(&apply(seeds[s].clone(), &edits))).unwrap();
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        let strat = (
+            0..seeds.len(),
+            prop::collection::vec(edit_strategy(), 1..12),
+        );
+        r.run(&strat, |(s, edits)| {
+            check_ingest(&apply(seeds[s].clone(), &edits))
+        })
+        .unwrap();
     });
 }
 
 #[test]
 fn ingest_parse_structured_events() {
     with_watchdog("ingest-structured", Duration::from_secs(240), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
         // Arbitrary members under the accepted names and arbitrary values.
         let strat = (
-            prop::option::of(prop_oneof!["[a-z.\\-_]{0,140}".prop_map(Value::String), json_value()]),
+            prop::option::of(prop_oneof![
+                "[a-z.\\-_]{0,140}".prop_map(Value::String),
+                json_value()
+            ]),
             prop::option::of(json_value()),
             prop::option::of(json_value()),
-            prop::option::of(prop_oneof!["[0-9TZ:.\\-+]{0,40}".prop_map(Value::String), json_value()]),
+            prop::option::of(prop_oneof![
+                "[0-9TZ:.\\-+]{0,40}".prop_map(Value::String),
+                json_value()
+            ]),
             prop::option::of(json_value()),
         );
         r.run(&strat, |(event, payload, id, created, data)| {
             let mut m = serde_json::Map::new();
-            for (k, v) in [("event", event), ("payload", payload), ("id", id), ("created", created), ("data", data)] {
+            for (k, v) in [
+                ("event", event),
+                ("payload", payload),
+                ("id", id),
+                ("created", created),
+                ("data", data),
+            ] {
                 if let Some(v) = v {
                     m.insert(k.into(), v);
                 }
@@ -214,8 +279,16 @@ fn ingest_parse_structured_events() {
 #[test]
 fn ingest_parse_deep_nesting_and_huge_members() {
     with_watchdog("ingest-deep", Duration::from_secs(120), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases().min(200), failure_persistence: None, ..PtConfig::default() });
-        let strat = (1usize..50_000, prop::sample::select(vec!["[", "{\"a\":", "[{\"b\":["]), any::<bool>());
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases().min(200),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        let strat = (
+            1usize..50_000,
+            prop::sample::select(vec!["[", "{\"a\":", "[{\"b\":["]),
+            any::<bool>(),
+        );
         r.run(&strat, |(depth, open, close)| {
             let mut s = String::from("{\"event\":\"a.b\",\"payload\":{\"x\":");
             s.push_str(&open.repeat(depth));
@@ -226,7 +299,11 @@ fn ingest_parse_deep_nesting_and_huge_members() {
         })
         .unwrap();
         // A 10,000-level payload is refused (serde_json's recursion limit), not a stack overflow.
-        let deep = format!("{{\"event\":\"a.b\",\"payload\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            "{{\"event\":\"a.b\",\"payload\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert!(ingest::parse(deep.as_bytes()).is_err());
     });
 }
@@ -251,7 +328,11 @@ fn check_config(text: &str) -> Result<(), TestCaseError> {
             let max = tokio::sync::Semaphore::MAX_PERMITS;
             prop_assert!(c.delivery.max_in_flight >= 1 && c.delivery.max_in_flight <= max);
             for e in &c.endpoints {
-                prop_assert!(e.max_in_flight >= 1 && e.max_in_flight <= max, "max_in_flight {}", e.max_in_flight);
+                prop_assert!(
+                    e.max_in_flight >= 1 && e.max_in_flight <= max,
+                    "max_in_flight {}",
+                    e.max_in_flight
+                );
             }
         }
         Err(errs) => {
@@ -308,7 +389,11 @@ config = { include = ["license.*"] }
 #[test]
 fn config_parse_never_panics_on_arbitrary_text() {
     with_watchdog("config-text", Duration::from_secs(240), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
         r.run(&".{0,2000}", |s| check_config(&s)).unwrap();
     });
 }
@@ -316,7 +401,11 @@ fn config_parse_never_panics_on_arbitrary_text() {
 #[test]
 fn config_parse_never_panics_on_mutated_configs() {
     with_watchdog("config-mutations", Duration::from_secs(240), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
         r.run(&prop::collection::vec(edit_strategy(), 1..16), |edits| {
             let bytes = apply(CONFIG_SEED.as_bytes().to_vec(), &edits);
             let text = String::from_utf8_lossy(&bytes);
@@ -329,12 +418,30 @@ fn config_parse_never_panics_on_mutated_configs() {
 #[test]
 fn config_parse_hostile_values() {
     with_watchdog("config-values", Duration::from_secs(240), || {
-        let mut r = TestRunner::new(PtConfig { cases: cases(), failure_persistence: None, ..PtConfig::default() });
+        let mut r = TestRunner::new(PtConfig {
+            cases: cases(),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
         // Replace one value of the seed with something hostile.
         let keys = vec![
-            "listen", "max_body", "header_timeout", "retention", "deadline", "memory_limit", "max_output",
-            "timeout", "max_in_flight", "max_retry_after", "url", "secret", "id", "account", "token",
-            "keygen_signing_key", "admin_token",
+            "listen",
+            "max_body",
+            "header_timeout",
+            "retention",
+            "deadline",
+            "memory_limit",
+            "max_output",
+            "timeout",
+            "max_in_flight",
+            "max_retry_after",
+            "url",
+            "secret",
+            "id",
+            "account",
+            "token",
+            "keygen_signing_key",
+            "admin_token",
         ];
         let values = prop_oneof![
             "\"[ -~]{0,60}\"".prop_map(|s| s),

@@ -69,7 +69,14 @@ fn counts_by_payload(got: &[Received]) -> HashMap<String, usize> {
 /// `GET /v1/accounts/acct/webhook-events/{id}`: the event with its deliveries and attempts.
 async fn event_api(c: &Client, router: &Router, id: &str) -> Value {
     let a = auth();
-    let r = c.request("GET", &router.url(&format!("/v1/accounts/acct/webhook-events/{id}")), &[(a.0, &a.1)], "").await;
+    let r = c
+        .request(
+            "GET",
+            &router.url(&format!("/v1/accounts/acct/webhook-events/{id}")),
+            &[(a.0, &a.1)],
+            "",
+        )
+        .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()
 }
@@ -82,7 +89,14 @@ fn delivery_of<'a>(ev: &'a Value, endpoint: &str) -> &'a Value {
 }
 
 /// Polls the API until the delivery to `endpoint` satisfies `pred`.
-async fn wait_delivery(c: &Client, router: &Router, id: &str, endpoint: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+async fn wait_delivery(
+    c: &Client,
+    router: &Router,
+    id: &str,
+    endpoint: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let ev = event_api(c, router, id).await;
@@ -115,16 +129,27 @@ fn pid(router: &Router) -> u32 {
 }
 
 fn alive(router: &mut Router) -> bool {
-    router.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    router
+        .child
+        .as_mut()
+        .is_some_and(|c| c.try_wait().ok().flatten().is_none())
 }
 
 /// Checks a JSON:API error document.
 fn assert_jsonapi_error(r: &Resp, status: u16, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        status,
+        "{what}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let v = r.json();
     let e = &v["errors"][0];
     assert_eq!(e["status"], status.to_string(), "{what}: {v}");
-    assert!(e["title"].is_string() && e["detail"].is_string() && e["code"].is_string(), "{what}: {v}");
+    assert!(
+        e["title"].is_string() && e["detail"].is_string() && e["code"].is_string(),
+        "{what}: {v}"
+    );
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -136,7 +161,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Pins the router to the port it got, so a restart comes back on it.
@@ -173,7 +202,9 @@ impl RawServer {
         let (rq, bs) = (requests.clone(), bytes_sent.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (rq, bs, act) = (rq.clone(), bs.clone(), act.clone());
                 tokio::spawn(async move {
                     loop {
@@ -210,7 +241,9 @@ impl RawServer {
                                         Ok(n) => have += n,
                                     }
                                 }
-                                let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {body_len}\r\ncontent-type: text/plain\r\n\r\n");
+                                let head = format!(
+                                    "HTTP/1.1 {status} X\r\ncontent-length: {body_len}\r\ncontent-type: text/plain\r\n\r\n"
+                                );
                                 if s.write_all(head.as_bytes()).await.is_err() {
                                     return;
                                 }
@@ -232,7 +265,11 @@ impl RawServer {
                 });
             }
         });
-        RawServer { addr, requests, bytes_sent }
+        RawServer {
+            addr,
+            requests,
+            bytes_sent,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -251,12 +288,27 @@ impl RawServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn crash_rounds() {
     let _g = heavy();
-    let rounds: usize = std::env::var("SWITCHYARD_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::var("SWITCHYARD_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let a = Receiver::ok().await;
-    let b = Receiver::scripted(|_, _| Reply { delay: Duration::from_millis(3), ..Reply::status(200) }).await;
+    let b = Receiver::scripted(|_, _| Reply {
+        delay: Duration::from_millis(3),
+        ..Reply::status(200)
+    })
+    .await;
     let config = base_config("")
-        + &endpoint("a", &a.url("/a"), "retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"500ms\", \"1s\"]")
-        + &endpoint("b", &b.url("/b"), "subscriptions = [\"license.*\"]\nretry_schedule = [\"200ms\", \"200ms\", \"500ms\", \"1s\"]");
+        + &endpoint(
+            "a",
+            &a.url("/a"),
+            "retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"500ms\", \"1s\"]",
+        )
+        + &endpoint(
+            "b",
+            &b.url("/b"),
+            "subscriptions = [\"license.*\"]\nretry_schedule = [\"200ms\", \"200ms\", \"500ms\", \"1s\"]",
+        );
     let mut router = Router::start(&config, &[]);
     pin_port(&router, &config);
     let url = router.events_url("acct");
@@ -267,17 +319,26 @@ async fn crash_rounds() {
     // 8 producers post as fast as the router takes them; a request that
     // fails (router down) is retried with the same Idempotency-Key.
     for w in 0..8 {
-        let (url, acked, stop, refused) = (url.clone(), acked.clone(), stop.clone(), refused.clone());
+        let (url, acked, stop, refused) =
+            (url.clone(), acked.clone(), stop.clone(), refused.clone());
         producers.push(tokio::spawn(async move {
             let c = Client::new();
             let mut i = 0usize;
             while !stop.load(Ordering::SeqCst) {
                 let license = i % 2 == 0;
-                let kind = if license { "license.created" } else { "user.created" };
+                let kind = if license {
+                    "license.created"
+                } else {
+                    "user.created"
+                };
                 let key = format!("w{w}-{i}");
                 let body = json!({"event": kind, "payload": {"data": {"id": key}}}).to_string();
                 loop {
-                    let h = [("authorization", "Bearer test-token-aaaa"), ("content-type", "application/json"), ("idempotency-key", key.as_str())];
+                    let h = [
+                        ("authorization", "Bearer test-token-aaaa"),
+                        ("content-type", "application/json"),
+                        ("idempotency-key", key.as_str()),
+                    ];
                     match c.request_opt("POST", &url, &h, body.clone()).await {
                         Some(r) if r.status == 202 => {
                             acked.lock().unwrap().push((key.clone(), license));
@@ -311,7 +372,11 @@ async fn crash_rounds() {
         // Recovery: spawn → the first delivery after the restart.
         let deadline = Instant::now() + Duration::from_secs(30);
         while a.count() == seen_a && b.count() == seen_b {
-            assert!(Instant::now() < deadline, "round {round}: no delivery within 30 s of the restart\n{}", router.log());
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no delivery within 30 s of the restart\n{}",
+                router.log()
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         recoveries.push(spawn_at.elapsed());
@@ -324,8 +389,16 @@ async fn crash_rounds() {
     }
     let acked = acked.lock().unwrap().clone();
     let want_a: HashSet<String> = acked.iter().map(|(k, _)| k.clone()).collect();
-    let want_b: HashSet<String> = acked.iter().filter(|(_, l)| *l).map(|(k, _)| k.clone()).collect();
-    assert_eq!(want_a.len(), acked.len(), "each key acknowledged once per producer");
+    let want_b: HashSet<String> = acked
+        .iter()
+        .filter(|(_, l)| *l)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert_eq!(
+        want_a.len(),
+        acked.len(),
+        "each key acknowledged once per producer"
+    );
     let t0 = Instant::now();
     let covered = |got: &[Received], want: &HashSet<String>| {
         let have: HashSet<String> = got.iter().filter_map(payload_id).collect();
@@ -333,12 +406,18 @@ async fn crash_rounds() {
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let (ma, mb) = (covered(&a.received(), &want_a), covered(&b.received(), &want_b));
+        let (ma, mb) = (
+            covered(&a.received(), &want_a),
+            covered(&b.received(), &want_b),
+        );
         if ma == 0 && mb == 0 {
             break;
         }
         if Instant::now() > deadline {
-            panic!("LOST: {ma} acknowledged event(s) never reached a, {mb} never reached b\n{}", router.log());
+            panic!(
+                "LOST: {ma} acknowledged event(s) never reached a, {mb} never reached b\n{}",
+                router.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -347,9 +426,19 @@ async fn crash_rounds() {
     let ca = counts_by_payload(&a.received());
     let cb = counts_by_payload(&b.received());
     let dups = |c: &HashMap<String, usize>, want: &HashSet<String>| {
-        let extra: usize = want.iter().map(|k| c.get(k).copied().unwrap_or(0).saturating_sub(1)).sum();
-        let with: usize = want.iter().filter(|k| c.get(*k).copied().unwrap_or(0) > 1).count();
-        let max = want.iter().map(|k| c.get(k).copied().unwrap_or(0)).max().unwrap_or(0);
+        let extra: usize = want
+            .iter()
+            .map(|k| c.get(k).copied().unwrap_or(0).saturating_sub(1))
+            .sum();
+        let with: usize = want
+            .iter()
+            .filter(|k| c.get(*k).copied().unwrap_or(0) > 1)
+            .count();
+        let max = want
+            .iter()
+            .map(|k| c.get(k).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
         (extra, with, max)
     };
     let (xa, wa, ma) = dups(&ca, &want_a);
@@ -384,42 +473,95 @@ async fn crash_rounds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_down_then_back() {
     let port = free_port();
-    let config = base_config("") + &endpoint("e", &format!("http://127.0.0.1:{port}/e"), "retry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]");
+    let config = base_config("")
+        + &endpoint(
+            "e",
+            &format!("http://127.0.0.1:{port}/e"),
+            "retry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
     let n = 50;
     for i in 0..n {
-        let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": format!("d{i}")}}))).await;
+        let r = c
+            .post_event(
+                &router,
+                "acct",
+                &event("user.created", json!({"data": {"id": format!("d{i}")}})),
+            )
+            .await;
         assert_eq!(r.status, 202);
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let up = Receiver::on(format!("127.0.0.1:{port}").parse().unwrap(), |_, _| Reply::status(200)).await;
+    let up = Receiver::on(format!("127.0.0.1:{port}").parse().unwrap(), |_, _| {
+        Reply::status(200)
+    })
+    .await;
     let t = Instant::now();
-    up.wait_for(Duration::from_secs(10), "every event after the receiver is back", |g| counts_by_payload(g).len() >= n).await;
+    up.wait_for(
+        Duration::from_secs(10),
+        "every event after the receiver is back",
+        |g| counts_by_payload(g).len() >= n,
+    )
+    .await;
     let dups = up.count() - counts_by_payload(&up.received()).len();
-    eprintln!("FIGURES receiver_down_then_back: events={n} lost=0 duplicates={dups} delivered_within={:?} of the receiver coming back", t.elapsed());
+    eprintln!(
+        "FIGURES receiver_down_then_back: events={n} lost=0 duplicates={dups} delivered_within={:?} of the receiver coming back",
+        t.elapsed()
+    );
 }
 
 /// The receiver answers after the endpoint's timeout twice, then in time:
 /// the slow attempts are recorded as timeouts, the event is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_slow_beyond_timeout() {
-    let rx = Receiver::scripted(|n, _| Reply { delay: if n < 2 { Duration::from_secs(3) } else { Duration::ZERO }, ..Reply::status(200) }).await;
-    let config = base_config("") + &endpoint("slow", &rx.url("/s"), "timeout = \"300ms\"\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\"]");
+    let rx = Receiver::scripted(|n, _| Reply {
+        delay: if n < 2 {
+            Duration::from_secs(3)
+        } else {
+            Duration::ZERO
+        },
+        ..Reply::status(200)
+    })
+    .await;
+    let config = base_config("")
+        + &endpoint(
+            "slow",
+            &rx.url("/s"),
+            "timeout = \"300ms\"\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\"]",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "slow-1"}}))).await;
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "slow-1"}})),
+        )
+        .await;
     assert_eq!(r.status, 202);
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
-    let d = wait_delivery(&c, &router, &id, "slow", Duration::from_secs(10), |d| d["status"] == "delivered").await;
+    let d = wait_delivery(&c, &router, &id, "slow", Duration::from_secs(10), |d| {
+        d["status"] == "delivered"
+    })
+    .await;
     let ev = event_api(&c, &router, &id).await;
-    let attempts = delivery_of(&ev, "slow")["attempts"].as_array().unwrap().clone();
+    let attempts = delivery_of(&ev, "slow")["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(attempts.len(), 3, "{d}");
     for a in &attempts[..2] {
-        assert!(a["error"].as_str().unwrap_or("").contains("timed out"), "{a}");
+        assert!(
+            a["error"].as_str().unwrap_or("").contains("timed out"),
+            "{a}"
+        );
     }
     assert_eq!(attempts[2]["status"], 200);
-    eprintln!("FIGURES receiver_slow_beyond_timeout: attempts={} (2 timed out at 300 ms), delivered, lost=0", attempts.len());
+    eprintln!(
+        "FIGURES receiver_slow_beyond_timeout: attempts={} (2 timed out at 300 ms), delivered, lost=0",
+        attempts.len()
+    );
 }
 
 /// The receiver reads the request headers and closes the connection (3
@@ -427,19 +569,52 @@ async fn receiver_slow_beyond_timeout() {
 /// and the event is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_resets_mid_request() {
-    let raw = RawServer::start(|n| if n < 3 { RawAct::ResetAfterHeaders } else { RawAct::Answer { status: 200, body_len: 2 } }).await;
-    let config = base_config("") + &endpoint("reset", &raw.url("/r"), "retry_schedule = [\"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\"]");
+    let raw = RawServer::start(|n| {
+        if n < 3 {
+            RawAct::ResetAfterHeaders
+        } else {
+            RawAct::Answer {
+                status: 200,
+                body_len: 2,
+            }
+        }
+    })
+    .await;
+    let config = base_config("")
+        + &endpoint(
+            "reset",
+            &raw.url("/r"),
+            "retry_schedule = [\"100ms\", \"100ms\", \"100ms\", \"100ms\", \"100ms\"]",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "reset-1"}}))).await;
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "reset-1"}})),
+        )
+        .await;
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
-    let d = wait_delivery(&c, &router, &id, "reset", Duration::from_secs(10), |d| d["status"] == "delivered").await;
+    let d = wait_delivery(&c, &router, &id, "reset", Duration::from_secs(10), |d| {
+        d["status"] == "delivered"
+    })
+    .await;
     let ev = event_api(&c, &router, &id).await;
-    let attempts = delivery_of(&ev, "reset")["attempts"].as_array().unwrap().clone();
+    let attempts = delivery_of(&ev, "reset")["attempts"]
+        .as_array()
+        .unwrap()
+        .clone();
     let failed: Vec<&Value> = attempts.iter().filter(|a| a["status"] != 200).collect();
-    assert!(!failed.is_empty(), "the resets show as failed attempts: {d}");
+    assert!(
+        !failed.is_empty(),
+        "the resets show as failed attempts: {d}"
+    );
     for a in &failed {
-        assert!(a["error"].is_string(), "a reset is recorded with an error: {a}");
+        assert!(
+            a["error"].is_string(),
+            "a reset is recorded with an error: {a}"
+        );
     }
     eprintln!(
         "FIGURES receiver_resets_mid_request: connections reset=3, requests seen={}, attempts recorded={} ({} failed, error e.g. {:?}), delivered, lost=0",
@@ -453,19 +628,53 @@ async fn receiver_resets_mid_request() {
 /// 500, 500, then 200: two failed attempts with their status, then delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_500_then_200() {
-    let rx = Receiver::scripted(|n, _| if n < 2 { Reply { body: "db down".into(), ..Reply::status(500) } } else { Reply::status(200) }).await;
-    let config = base_config("") + &endpoint("e", &rx.url("/e"), "retry_schedule = [\"100ms\", \"100ms\", \"100ms\"]");
+    let rx = Receiver::scripted(|n, _| {
+        if n < 2 {
+            Reply {
+                body: "db down".into(),
+                ..Reply::status(500)
+            }
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let config = base_config("")
+        + &endpoint(
+            "e",
+            &rx.url("/e"),
+            "retry_schedule = [\"100ms\", \"100ms\", \"100ms\"]",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "x"}}))).await;
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "x"}})),
+        )
+        .await;
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
-    wait_delivery(&c, &router, &id, "e", Duration::from_secs(10), |d| d["status"] == "delivered").await;
+    wait_delivery(&c, &router, &id, "e", Duration::from_secs(10), |d| {
+        d["status"] == "delivered"
+    })
+    .await;
     let ev = event_api(&c, &router, &id).await;
-    let st: Vec<Value> = delivery_of(&ev, "e")["attempts"].as_array().unwrap().iter().map(|a| a["status"].clone()).collect();
+    let st: Vec<Value> = delivery_of(&ev, "e")["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
     assert_eq!(st, vec![json!(500), json!(500), json!(200)]);
-    assert_eq!(delivery_of(&ev, "e")["attempts"][0]["responseBody"], "db down");
+    assert_eq!(
+        delivery_of(&ev, "e")["attempts"][0]["responseBody"],
+        "db down"
+    );
     assert_eq!(rx.count(), 3);
-    eprintln!("FIGURES receiver_500_then_200: attempts=[500,500,200] delivered once, lost=0 duplicates=0");
+    eprintln!(
+        "FIGURES receiver_500_then_200: attempts=[500,500,200] delivered once, lost=0 duplicates=0"
+    );
 }
 
 /// The receiver answers with a 100 MB body (500 twice, then 200): the
@@ -473,22 +682,43 @@ async fn receiver_500_then_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_huge_response_body() {
     const BIG: usize = 100 << 20;
-    let raw = RawServer::start(|n| RawAct::Answer { status: if n < 2 { 500 } else { 200 }, body_len: BIG }).await;
-    let config = base_config("") + &endpoint("big", &raw.url("/big"), "retry_schedule = [\"100ms\", \"100ms\"]\ntimeout = \"5s\"");
+    let raw = RawServer::start(|n| RawAct::Answer {
+        status: if n < 2 { 500 } else { 200 },
+        body_len: BIG,
+    })
+    .await;
+    let config = base_config("")
+        + &endpoint(
+            "big",
+            &raw.url("/big"),
+            "retry_schedule = [\"100ms\", \"100ms\"]\ntimeout = \"5s\"",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (rss0, _) = rss_kib(pid(&router));
     let mut ids = Vec::new();
     for i in 0..5 {
-        let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": format!("big{i}")}}))).await;
+        let r = c
+            .post_event(
+                &router,
+                "acct",
+                &event("user.created", json!({"data": {"id": format!("big{i}")}})),
+            )
+            .await;
         ids.push(r.json()["data"]["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
-        wait_delivery(&c, &router, id, "big", Duration::from_secs(20), |d| d["status"] == "delivered").await;
+        wait_delivery(&c, &router, id, "big", Duration::from_secs(20), |d| {
+            d["status"] == "delivered"
+        })
+        .await;
     }
     let ev = event_api(&c, &router, &ids[0]).await;
-    let body = delivery_of(&ev, "big")["attempts"][0]["responseBody"].as_str().unwrap().to_string();
+    let body = delivery_of(&ev, "big")["attempts"][0]["responseBody"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(body.len(), 4096, "the attempt log keeps 4 KiB");
     let (rss1, hwm) = rss_kib(pid(&router));
     let sent = raw.bytes_sent.load(Ordering::Relaxed);
@@ -502,8 +732,14 @@ async fn receiver_huge_response_body() {
         hwm >> 10,
         body.len()
     );
-    assert!(hwm < rss0 + 64 * 1024, "peak RSS grew by more than 64 MiB: {rss0} -> {hwm} KiB");
-    assert!(sent < 5 * BIG, "the router read whole 100 MB bodies ({sent} bytes)");
+    assert!(
+        hwm < rss0 + 64 * 1024,
+        "peak RSS grew by more than 64 MiB: {rss0} -> {hwm} KiB"
+    );
+    assert!(
+        sent < 5 * BIG,
+        "the router read whole 100 MB bodies ({sent} bytes)"
+    );
 }
 
 /// 301/302/307/308 are failures and are never followed: the redirect target
@@ -514,20 +750,44 @@ async fn receiver_redirects_are_not_followed() {
     let loc = target.url("/stolen");
     let rx = Receiver::scripted(move |n, _| {
         let status = [301, 302, 307, 308][n % 4];
-        Reply { headers: vec![("location".into(), loc.clone())], ..Reply::status(status) }
+        Reply {
+            headers: vec![("location".into(), loc.clone())],
+            ..Reply::status(status)
+        }
     })
     .await;
-    let config = base_config("") + &endpoint("redir", &rx.url("/r"), "retry_schedule = [\"100ms\", \"100ms\", \"100ms\"]");
+    let config = base_config("")
+        + &endpoint(
+            "redir",
+            &rx.url("/r"),
+            "retry_schedule = [\"100ms\", \"100ms\", \"100ms\"]",
+        );
     let router = Router::start(&config, &[]);
     let c = Client::new();
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "r1"}}))).await;
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "r1"}})),
+        )
+        .await;
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
-    let d = wait_delivery(&c, &router, &id, "redir", Duration::from_secs(10), |d| d["status"] == "failed").await;
+    let d = wait_delivery(&c, &router, &id, "redir", Duration::from_secs(10), |d| {
+        d["status"] == "failed"
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(target.count(), 0, "the redirect target got a request");
-    let st: Vec<Value> = d["attempts"].as_array().unwrap().iter().map(|a| a["status"].clone()).collect();
+    let st: Vec<Value> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
     assert_eq!(st, vec![json!(301), json!(302), json!(307), json!(308)]);
-    eprintln!("FIGURES receiver_redirects_are_not_followed: attempts={st:?} all failed, target received 0");
+    eprintln!(
+        "FIGURES receiver_redirects_are_not_followed: attempts={st:?} all failed, target received 0"
+    );
 }
 
 // =============================================================================
@@ -550,13 +810,23 @@ async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) ->
     for i in 0..n_paced {
         let key = format!("{tag}-p{i}");
         sent.lock().unwrap().insert(key.clone(), Instant::now());
-        let r = c.post_event(router, "acct", &event(kind, json!({"data": {"id": key}}))).await;
+        let r = c
+            .post_event(router, "acct", &event(kind, json!({"data": {"id": key}})))
+            .await;
         assert_eq!(r.status, 202);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let want = |g: &[Received], prefix: &str, n: usize| g.iter().filter(|r| payload_id(r).is_some_and(|p| p.starts_with(prefix))).count() >= n;
+    let want = |g: &[Received], prefix: &str, n: usize| {
+        g.iter()
+            .filter(|r| payload_id(r).is_some_and(|p| p.starts_with(prefix)))
+            .count()
+            >= n
+    };
     let prefix = format!("{tag}-p");
-    rx.wait_for(Duration::from_secs(20), "paced events", |g| want(g, &prefix, n_paced)).await;
+    rx.wait_for(Duration::from_secs(20), "paced events", |g| {
+        want(g, &prefix, n_paced)
+    })
+    .await;
     let mut lat: Vec<Duration> = rx
         .received()
         .iter()
@@ -578,8 +848,20 @@ async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) ->
         tasks.push(tokio::spawn(async move {
             let c = Client::new();
             for i in (w..n_blast).step_by(16) {
-                let body = json!({"event": kind, "payload": {"data": {"id": format!("{tag}-b{i}")}}}).to_string();
-                let r = c.request("POST", &url, &[("authorization", "Bearer test-token-aaaa"), ("content-type", "application/json")], body).await;
+                let body =
+                    json!({"event": kind, "payload": {"data": {"id": format!("{tag}-b{i}")}}})
+                        .to_string();
+                let r = c
+                    .request(
+                        "POST",
+                        &url,
+                        &[
+                            ("authorization", "Bearer test-token-aaaa"),
+                            ("content-type", "application/json"),
+                        ],
+                        body,
+                    )
+                    .await;
                 assert_eq!(r.status, 202);
             }
         }));
@@ -588,9 +870,16 @@ async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) ->
         t.await.unwrap();
     }
     let prefix = format!("{tag}-b");
-    rx.wait_for(Duration::from_secs(60), "blast events", |g| want(g, &prefix, n_blast)).await;
+    rx.wait_for(Duration::from_secs(60), "blast events", |g| {
+        want(g, &prefix, n_blast)
+    })
+    .await;
     let took = start.elapsed();
-    Phase { p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), throughput: n_blast as f64 / took.as_secs_f64() }
+    Phase {
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        throughput: n_blast as f64 / took.as_secs_f64(),
+    }
 }
 
 /// One endpoint dead (connection refused, retries every second) and one slow (answers
@@ -600,7 +889,11 @@ async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) ->
 async fn noisy_neighbour_isolation() {
     let _g = heavy();
     let healthy = Receiver::ok().await;
-    let slow = Receiver::scripted(|_, _| Reply { delay: Duration::from_secs(5), ..Reply::status(200) }).await;
+    let slow = Receiver::scripted(|_, _| Reply {
+        delay: Duration::from_secs(5),
+        ..Reply::status(200)
+    })
+    .await;
     let dead_port = free_port();
     // Retries every second: far faster than the default schedule (minutes
     // to days), so every phase sees several retries of each failed event.
@@ -610,15 +903,33 @@ async fn noisy_neighbour_isolation() {
         + &endpoint("healthy", &healthy.url("/h"), "")
         + &endpoint("fine1", &fine.url("/f1"), "subscriptions = [\"user.*\"]")
         + &endpoint("fine2", &fine.url("/f2"), "subscriptions = [\"user.*\"]")
-        + &endpoint("dead", &format!("http://127.0.0.1:{dead_port}/d"), &format!("subscriptions = [\"license.*\"]\n{schedule}"))
-        + &endpoint("slow", &slow.url("/s"), &format!("subscriptions = [\"license.*\"]\ntimeout = \"1s\"\n{schedule}"));
+        + &endpoint(
+            "dead",
+            &format!("http://127.0.0.1:{dead_port}/d"),
+            &format!("subscriptions = [\"license.*\"]\n{schedule}"),
+        )
+        + &endpoint(
+            "slow",
+            &slow.url("/s"),
+            &format!("subscriptions = [\"license.*\"]\ntimeout = \"1s\"\n{schedule}"),
+        );
     let router = Router::start(&config, &[]);
     // Warm up connections and the process.
     let c = Client::new();
     for i in 0..50 {
-        c.post_event(&router, "acct", &event("machine.created", json!({"data": {"id": format!("warm{i}")}}))).await;
+        c.post_event(
+            &router,
+            "acct",
+            &event(
+                "machine.created",
+                json!({"data": {"id": format!("warm{i}")}}),
+            ),
+        )
+        .await;
     }
-    healthy.wait_for(Duration::from_secs(10), "warm-up", |g| g.len() >= 50).await;
+    healthy
+        .wait_for(Duration::from_secs(10), "warm-up", |g| g.len() >= 50)
+        .await;
     // Timing on a shared 2-core machine is noisy (other builds run): up to
     // 3 rounds of the three phases; the bounds must hold in one round, and
     // every round's figures are printed.
@@ -626,18 +937,29 @@ async fn noisy_neighbour_isolation() {
     for round in 0..3 {
         let tag = format!("r{round}");
         // Alone: machine.* events only reach `healthy`.
-        let alone = measure_phase(&router, &healthy, "machine.created", &format!("{tag}alone")).await;
+        let alone =
+            measure_phase(&router, &healthy, "machine.created", &format!("{tag}alone")).await;
         // Healthy neighbours: user.* events fan out to healthy + 2 fine
         // endpoints (the same store work per event as the noisy phase).
-        let neighbours = measure_phase(&router, &healthy, "user.created", &format!("{tag}fine")).await;
+        let neighbours =
+            measure_phase(&router, &healthy, "user.created", &format!("{tag}fine")).await;
         // Noisy: license.* events reach healthy + dead + slow, which fail and retry.
-        let noisy = measure_phase(&router, &healthy, "license.created", &format!("{tag}noisy")).await;
+        let noisy =
+            measure_phase(&router, &healthy, "license.created", &format!("{tag}noisy")).await;
         let dead_attempts = router.log().matches("attempt failed").count();
         eprintln!(
             "FIGURES noisy_neighbour_isolation round {round}: alone p50={:?} p99={:?} throughput={:.0}/s | with 2 healthy neighbours (3 deliveries/event) p50={:?} p99={:?} {:.0}/s | \
              with dead+slow neighbours (3 deliveries/event) p50={:?} p99={:?} throughput={:.0}/s | \
              noisy/alone p99={:.2}x, noisy/healthy-neighbours throughput={:.2}x (noisy/alone {:.2}x) | neighbour failed attempts logged={dead_attempts} slow receiver got={}",
-            alone.p50, alone.p99, alone.throughput, neighbours.p50, neighbours.p99, neighbours.throughput, noisy.p50, noisy.p99, noisy.throughput,
+            alone.p50,
+            alone.p99,
+            alone.throughput,
+            neighbours.p50,
+            neighbours.p99,
+            neighbours.throughput,
+            noisy.p50,
+            noisy.p99,
+            noisy.throughput,
             noisy.p99.as_secs_f64() / alone.p99.as_secs_f64().max(1e-9),
             noisy.throughput / neighbours.throughput,
             noisy.throughput / alone.throughput,
@@ -647,7 +969,10 @@ async fn noisy_neighbour_isolation() {
         let bound = (alone.p99 * 2).max(alone.p99 + Duration::from_millis(2));
         let mut why = Vec::new();
         if noisy.p99 > bound {
-            why.push(format!("healthy p99 {:?} > 2x alone {:?}", noisy.p99, alone.p99));
+            why.push(format!(
+                "healthy p99 {:?} > 2x alone {:?}",
+                noisy.p99, alone.p99
+            ));
         }
         // Throughput is compared at equal fan-out (3 deliveries per event):
         // storing more deliveries per event is not the neighbour's fault.
@@ -662,7 +987,10 @@ async fn noisy_neighbour_isolation() {
         }
         failures.push(format!("round {round}: {}", why.join("; ")));
     }
-    panic!("isolation bounds not met in 3 rounds:\n{}", failures.join("\n"));
+    panic!(
+        "isolation bounds not met in 3 rounds:\n{}",
+        failures.join("\n")
+    );
 }
 
 // =============================================================================
@@ -687,25 +1015,43 @@ async fn plugin_faults_under_load_then_hot_fix() {
         config += &endpoint(
             &format!("sick-{m}"),
             &sick.url(&format!("/{m}")),
-            &format!("subscriptions = [\"license.*\"]\n{schedule}\nplugins = [ {{ name = \"faulty-{m}\", config = {{ mode = \"{m}\" }} }} ]"),
+            &format!(
+                "subscriptions = [\"license.*\"]\n{schedule}\nplugins = [ {{ name = \"faulty-{m}\", config = {{ mode = \"{m}\" }} }} ]"
+            ),
         );
     }
     let misbehave = test_plugin("misbehave");
-    let plugins: Vec<(String, std::path::PathBuf)> = modes.iter().map(|m| (format!("faulty-{m}"), misbehave.clone())).collect();
-    let plugin_refs: Vec<(&str, std::path::PathBuf)> = plugins.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+    let plugins: Vec<(String, std::path::PathBuf)> = modes
+        .iter()
+        .map(|m| (format!("faulty-{m}"), misbehave.clone()))
+        .collect();
+    let plugin_refs: Vec<(&str, std::path::PathBuf)> = plugins
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.clone()))
+        .collect();
     let router = Router::start(&config, &plugin_refs);
     let c = Client::new();
     for i in 0..30 {
-        c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": format!("warm{i}")}}))).await;
+        c.post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": format!("warm{i}")}})),
+        )
+        .await;
     }
-    healthy.wait_for(Duration::from_secs(10), "warm-up", |g| g.len() >= 30).await;
+    healthy
+        .wait_for(Duration::from_secs(10), "warm-up", |g| g.len() >= 30)
+        .await;
     let alone = measure_phase(&router, &healthy, "user.created", "alone").await;
     let faulty = measure_phase(&router, &healthy, "license.created", "faulty").await;
     let faulty_events = 150 + 1000;
     assert_eq!(sick.count(), 0, "nothing passes a failing plugin");
     let stats = c.request("GET", &router.url("/metrics"), &[], "").await;
     let metrics = String::from_utf8_lossy(&stats.body).to_string();
-    let plugin_errors: Vec<&str> = metrics.lines().filter(|l| l.contains("plugin_errors") && !l.starts_with('#')).collect();
+    let plugin_errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("plugin_errors") && !l.starts_with('#'))
+        .collect();
     // Hot fix: the same file names, now a fixed build that accepts the same config.
     let fixed = test_plugin("well-behaved");
     let healed_at = Instant::now();
@@ -715,22 +1061,36 @@ async fn plugin_faults_under_load_then_hot_fix() {
         std::fs::copy(&fixed, &tmp).unwrap();
         std::fs::rename(&tmp, &dest).unwrap();
     }
-    sick.wait_for(Duration::from_secs(90), "every pending faulty delivery after the fix", |g| {
-        let mut per: HashMap<String, HashSet<String>> = HashMap::new();
-        for r in g {
-            let v = r.json();
-            if v["healed"] == true {
-                per.entry(r.path.clone()).or_default().insert(v["id"].as_str().unwrap_or("").to_string());
+    sick.wait_for(
+        Duration::from_secs(90),
+        "every pending faulty delivery after the fix",
+        |g| {
+            let mut per: HashMap<String, HashSet<String>> = HashMap::new();
+            for r in g {
+                let v = r.json();
+                if v["healed"] == true {
+                    per.entry(r.path.clone())
+                        .or_default()
+                        .insert(v["id"].as_str().unwrap_or("").to_string());
+                }
             }
-        }
-        modes.iter().all(|m| per.get(&format!("/{m}")).is_some_and(|s| s.len() >= faulty_events))
-    })
+            modes.iter().all(|m| {
+                per.get(&format!("/{m}"))
+                    .is_some_and(|s| s.len() >= faulty_events)
+            })
+        },
+    )
     .await;
     let heal_time = healed_at.elapsed();
     eprintln!(
         "FIGURES plugin_faults_under_load_then_hot_fix: healthy alone p50={:?} p99={:?} {:.0}/s | with 3 faulty endpoints (panic, loop 50 ms deadline, alloc 32 MiB cap) p50={:?} p99={:?} {:.0}/s \
          (ratio {:.2}x) | faulty deliveries pending={} per endpoint, lost=0, all delivered {heal_time:?} after the plugin files were replaced | plugin error metrics: {plugin_errors:?}",
-        alone.p50, alone.p99, alone.throughput, faulty.p50, faulty.p99, faulty.throughput,
+        alone.p50,
+        alone.p99,
+        alone.throughput,
+        faulty.p50,
+        faulty.p99,
+        faulty.throughput,
         faulty.throughput / alone.throughput,
         faulty_events,
     );
@@ -763,7 +1123,11 @@ async fn storage_full_disk() {
     let dir = tmp.path().to_path_buf();
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let out = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"]).arg(&data).output().unwrap();
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&data)
+        .output()
+        .unwrap();
     if !out.status.success() {
         eprintln!(
             "\n\n*** SKIPPED storage_full_disk: cannot mount a tmpfs here ({}). This case is NOT covered on this machine. ***\n\n",
@@ -774,11 +1138,19 @@ async fn storage_full_disk() {
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _unmount = Unmount(data.clone());
-    let config = base_config("") + &endpoint("e", &rx.url("/e"), "retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"5s\", \"5s\", \"5s\", \"5s\"]");
+    let config = base_config("")
+        + &endpoint(
+            "e",
+            &rx.url("/e"),
+            "retry_schedule = [\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"5s\", \"5s\", \"5s\", \"5s\"]",
+        );
     std::fs::create_dir_all(dir.join("plugins")).unwrap();
     std::fs::write(dir.join("router.toml"), &config).unwrap();
     let mut router = Router::start_in(dir.clone());
@@ -792,7 +1164,12 @@ async fn storage_full_disk() {
         assert_eq!(r.status, 202);
         acked.push(format!("disk{i}"));
     }
-    rx.wait_for(Duration::from_secs(10), "events before the disk fills", |g| g.len() >= 20).await;
+    rx.wait_for(
+        Duration::from_secs(10),
+        "events before the disk fills",
+        |g| g.len() >= 20,
+    )
+    .await;
     // Fill the filesystem.
     let filler = data.join("filler");
     {
@@ -821,13 +1198,25 @@ async fn storage_full_disk() {
             break;
         }
     }
-    assert!(other.is_empty(), "unexpected statuses on a full disk: {other:?}");
+    assert!(
+        other.is_empty(),
+        "unexpected statuses on a full disk: {other:?}"
+    );
     assert!(n503 > 0, "the disk never filled up?");
-    assert!(alive(&mut router), "the router crashed on a full disk\n{}", router.log());
+    assert!(
+        alive(&mut router),
+        "the router crashed on a full disk\n{}",
+        router.log()
+    );
     let h = c.request("GET", &router.url("/healthz"), &[], "").await;
     assert_eq!(h.status, 200);
     let ready = c.request("GET", &router.url("/readyz"), &[], "").await;
-    assert_eq!(ready.status, 503, "readyz must report the failing store: {}", String::from_utf8_lossy(&ready.body));
+    assert_eq!(
+        ready.status,
+        503,
+        "readyz must report the failing store: {}",
+        String::from_utf8_lossy(&ready.body)
+    );
     assert!(ready.json()["store_error"].is_string());
     // Delivery pauses while attempts cannot be recorded: no resend storm.
     let during = rx.count();
@@ -853,7 +1242,11 @@ async fn storage_full_disk() {
         // The store refuses writes after an I/O error until restart (see
         // RELIABILITY.md); /readyz says so. A restart brings it back.
         let ready = c.request("GET", &router.url("/readyz"), &[], "").await;
-        eprintln!("after space returned, readyz={} {}", ready.status, String::from_utf8_lossy(&ready.body));
+        eprintln!(
+            "after space returned, readyz={} {}",
+            ready.status,
+            String::from_utf8_lossy(&ready.body)
+        );
         router.stop();
         router.spawn();
         restarted = true;
@@ -883,15 +1276,32 @@ async fn storage_full_disk() {
         want.len(),
         first_503.unwrap_or(0),
     );
-    assert!(storm <= 40, "deliveries kept being resent while the store could not record them: {storm} in 2 s");
-    assert!(dups <= want.len(), "too many duplicates: {dups} for {} events", want.len());
+    assert!(
+        storm <= 40,
+        "deliveries kept being resent while the store could not record them: {storm} in 2 s"
+    );
+    assert!(
+        dups <= want.len(),
+        "too many duplicates: {dups} for {} events",
+        want.len()
+    );
 }
 
 async fn post_disk(c: &Client, url: &str, i: usize) -> Resp {
     let body = json!({"event": "user.created", "payload": {"data": {"id": format!("disk{i}"), "pad": "p".repeat(4000)}}}).to_string();
     let key = format!("disk{i}");
     let a = auth();
-    c.request("POST", url, &[(a.0, &a.1), ("content-type", "application/json"), ("idempotency-key", &key)], body).await
+    c.request(
+        "POST",
+        url,
+        &[
+            (a.0, &a.1),
+            ("content-type", "application/json"),
+            ("idempotency-key", &key),
+        ],
+        body,
+    )
+    .await
 }
 
 // =============================================================================
@@ -912,39 +1322,132 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_input_is_refused() {
     let rx = Receiver::ok().await;
-    let config = base_config("max_body = \"64KiB\"\nheader_timeout = \"1s\"") + &endpoint("e", &rx.url("/e"), "");
+    let config = base_config("max_body = \"64KiB\"\nheader_timeout = \"1s\"")
+        + &endpoint("e", &rx.url("/e"), "");
     let mut router = Router::start(&config, &[]);
     let c = Client::new();
     let url = router.events_url("acct");
     let a = auth();
     let ok_headers = [(a.0, a.1.as_str()), ("content-type", "application/json")];
-    let deep = format!("{{\"event\":\"a.b\",\"payload\":{{\"x\":{}{}}}}}", "[".repeat(10_000), "]".repeat(10_000));
-    let deep_obj = format!("{{\"event\":\"a.b\",\"payload\":{}{}}}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let deep = format!(
+        "{{\"event\":\"a.b\",\"payload\":{{\"x\":{}{}}}}}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let deep_obj = format!(
+        "{{\"event\":\"a.b\",\"payload\":{}{}}}",
+        "{\"a\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
     let under = json!({"event": "user.created", "payload": {"data": {"id": "under", "s": "u".repeat(60_000)}}}).to_string();
-    let over = json!({"event": "user.created", "payload": {"data": {"s": "o".repeat(70_000)}}}).to_string();
+    let over = json!({"event": "user.created", "payload": {"data": {"s": "o".repeat(70_000)}}})
+        .to_string();
     let huge_type = json!({"event": "a".repeat(100_000), "payload": {}}).to_string();
     let mut invalid_utf8 = b"{\"event\":\"user.created\",\"payload\":{\"s\":\"".to_vec();
     invalid_utf8.extend_from_slice(b"\xff\xfe\xc3\x28");
     invalid_utf8.extend_from_slice(b"\"}}");
     let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16)> = vec![
-        ("10,000 nested arrays", deep.into_bytes(), ok_headers.to_vec(), 400),
-        ("10,000 nested objects", deep_obj.into_bytes(), ok_headers.to_vec(), 400),
-        ("huge string over the limit", over.into_bytes(), ok_headers.to_vec(), 413),
-        ("100 KB event type", huge_type.into_bytes(), ok_headers.to_vec(), 413),
+        (
+            "10,000 nested arrays",
+            deep.into_bytes(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "10,000 nested objects",
+            deep_obj.into_bytes(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "huge string over the limit",
+            over.into_bytes(),
+            ok_headers.to_vec(),
+            413,
+        ),
+        (
+            "100 KB event type",
+            huge_type.into_bytes(),
+            ok_headers.to_vec(),
+            413,
+        ),
         ("invalid UTF-8", invalid_utf8, ok_headers.to_vec(), 400),
-        ("lone surrogate escape", br#"{"event":"user.created","payload":{"s":"\ud800"}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("duplicate top-level event", br#"{"event":"user.created","event":"license.created","payload":{}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("duplicate top-level payload", br#"{"event":"user.created","payload":{},"payload":{"a":1}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("number out of range", br#"{"event":"user.created","payload":{"n":1e999}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("negative number out of range", br#"{"event":"user.created","payload":{"n":-1e400}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("event type a number", br#"{"event":1e999,"payload":{}}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("created out of range", br#"{"event":"user.created","payload":{},"created":"99999-01-01T00:00:00Z"}"#.to_vec(), ok_headers.to_vec(), 400),
-        ("NUL bytes", b"{\"event\":\"user.created\0\",\"payload\":{}}".to_vec(), ok_headers.to_vec(), 400),
+        (
+            "lone surrogate escape",
+            br#"{"event":"user.created","payload":{"s":"\ud800"}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "duplicate top-level event",
+            br#"{"event":"user.created","event":"license.created","payload":{}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "duplicate top-level payload",
+            br#"{"event":"user.created","payload":{},"payload":{"a":1}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "number out of range",
+            br#"{"event":"user.created","payload":{"n":1e999}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "negative number out of range",
+            br#"{"event":"user.created","payload":{"n":-1e400}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "event type a number",
+            br#"{"event":1e999,"payload":{}}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "created out of range",
+            br#"{"event":"user.created","payload":{},"created":"99999-01-01T00:00:00Z"}"#.to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
+        (
+            "NUL bytes",
+            b"{\"event\":\"user.created\0\",\"payload\":{}}".to_vec(),
+            ok_headers.to_vec(),
+            400,
+        ),
         ("empty body", Vec::new(), ok_headers.to_vec(), 400),
-        ("text/plain", under.clone().into_bytes(), vec![(a.0, a.1.as_str()), ("content-type", "text/plain")], 415),
-        ("no content type", under.clone().into_bytes(), vec![(a.0, a.1.as_str())], 415),
-        ("form content type", under.clone().into_bytes(), vec![(a.0, a.1.as_str()), ("content-type", "application/x-www-form-urlencoded")], 415),
-        ("json look-alike", under.clone().into_bytes(), vec![(a.0, a.1.as_str()), ("content-type", "application/jsonx")], 415),
+        (
+            "text/plain",
+            under.clone().into_bytes(),
+            vec![(a.0, a.1.as_str()), ("content-type", "text/plain")],
+            415,
+        ),
+        (
+            "no content type",
+            under.clone().into_bytes(),
+            vec![(a.0, a.1.as_str())],
+            415,
+        ),
+        (
+            "form content type",
+            under.clone().into_bytes(),
+            vec![
+                (a.0, a.1.as_str()),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            415,
+        ),
+        (
+            "json look-alike",
+            under.clone().into_bytes(),
+            vec![(a.0, a.1.as_str()), ("content-type", "application/jsonx")],
+            415,
+        ),
     ];
     let mut rows = Vec::new();
     for (name, body, headers, status) in cases {
@@ -968,7 +1471,10 @@ async fn hostile_input_is_refused() {
     }
     req.extend_from_slice(b"0\r\n\r\n");
     let (resp, _) = raw_exchange(router.addr, &req).await;
-    assert!(resp.starts_with("HTTP/1.1 413"), "chunked over the limit: {resp:.200}");
+    assert!(
+        resp.starts_with("HTTP/1.1 413"),
+        "chunked over the limit: {resp:.200}"
+    );
     assert!(resp.contains("\"errors\""), "{resp:.400}");
     rows.push("chunked 80 KiB=413".into());
     // A lying Content-Length (larger than the limit) is refused before reading.
@@ -983,10 +1489,14 @@ async fn hostile_input_is_refused() {
     // connection must be dropped after the 1 s header timeout.
     let start = Instant::now();
     let mut s = tokio::net::TcpStream::connect(router.addr).await.unwrap();
-    s.write_all(b"POST /v1/accounts/acct/events HTTP/1.1\r\n").await.unwrap();
+    s.write_all(b"POST /v1/accounts/acct/events HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let mut closed_after = None;
     for i in 0..100 {
-        if s.write_all(b"x-slow-header-").await.is_err() || s.write_all(format!("{i}: a\r\n").as_bytes()).await.is_err() {
+        if s.write_all(b"x-slow-header-").await.is_err()
+            || s.write_all(format!("{i}: a\r\n").as_bytes()).await.is_err()
+        {
             closed_after = Some(start.elapsed());
             break;
         }
@@ -1005,17 +1515,38 @@ async fn hostile_input_is_refused() {
         }
     }
     let closed_after = closed_after.expect("slowloris connection still open after 20 s");
-    assert!(closed_after < Duration::from_secs(4), "slowloris kept for {closed_after:?}");
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "slowloris kept for {closed_after:?}"
+    );
     rows.push(format!("slowloris dropped after {closed_after:?}"));
 
     // The process is unharmed and serves a good event; nothing refused was stored.
     assert!(alive(&mut router));
-    let good = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "good"}}))).await;
+    let good = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "good"}})),
+        )
+        .await;
     assert_eq!(good.status, 202);
-    rx.wait_for(Duration::from_secs(5), "under + good", |g| g.len() >= 2).await;
+    rx.wait_for(Duration::from_secs(5), "under + good", |g| g.len() >= 2)
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(rx.count(), 2, "only the two valid events were stored and delivered");
-    let list = c.request("GET", &router.url("/v1/accounts/acct/webhook-events"), &[(a.0, &a.1)], "").await;
+    assert_eq!(
+        rx.count(),
+        2,
+        "only the two valid events were stored and delivered"
+    );
+    let list = c
+        .request(
+            "GET",
+            &router.url("/v1/accounts/acct/webhook-events"),
+            &[(a.0, &a.1)],
+            "",
+        )
+        .await;
     assert_eq!(list.json()["data"].as_array().map(|v| v.len()), Some(2));
     eprintln!("FIGURES hostile_input_is_refused: {}", rows.join("; "));
 }
@@ -1030,11 +1561,18 @@ async fn ten_thousand_idle_connections() {
     let rx = Receiver::ok().await;
     let config = base_config("header_timeout = \"30s\"") + &endpoint("e", &rx.url("/e"), "");
     let mut router = Router::start(&config, &[]);
-    let router_limit = std::fs::read_to_string(format!("/proc/{}/limits", pid(&router))).unwrap_or_default();
-    let router_nofile = router_limit.lines().find(|l| l.starts_with("Max open files")).unwrap_or("").to_string();
+    let router_limit =
+        std::fs::read_to_string(format!("/proc/{}/limits", pid(&router))).unwrap_or_default();
+    let router_nofile = router_limit
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("")
+        .to_string();
     let target = 10_000usize;
     if soft < target as u64 + 500 {
-        eprintln!("*** the soft RLIMIT_NOFILE ({soft}) is under 10,500; opening as many as it allows ***");
+        eprintln!(
+            "*** the soft RLIMIT_NOFILE ({soft}) is under 10,500; opening as many as it allows ***"
+        );
     }
     let n = target.min(soft.saturating_sub(500) as usize);
     let addr = router.addr;
@@ -1056,11 +1594,22 @@ async fn ten_thousand_idle_connections() {
     let mut lat = Vec::new();
     for i in 0..200 {
         let t = Instant::now();
-        let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": format!("busy{i}")}}))).await;
+        let r = c
+            .post_event(
+                &router,
+                "acct",
+                &event("user.created", json!({"data": {"id": format!("busy{i}")}})),
+            )
+            .await;
         assert_eq!(r.status, 202);
         lat.push(t.elapsed());
     }
-    rx.wait_for(Duration::from_secs(20), "200 events with 10,000 idle connections open", |g| counts_by_payload(g).len() >= 200).await;
+    rx.wait_for(
+        Duration::from_secs(20),
+        "200 events with 10,000 idle connections open",
+        |g| counts_by_payload(g).len() >= 200,
+    )
+    .await;
     lat.sort();
     // The idle ones are still there (header timeout 30 s), the router lives.
     let mut still_open = 0;
@@ -1087,9 +1636,18 @@ async fn ten_thousand_idle_connections() {
 
 fn nofile_limits() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let line = s.lines().find(|l| l.starts_with("Max open files")).unwrap_or("");
-    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-    (nums.first().copied().unwrap_or(0), nums.get(1).copied().unwrap_or(0))
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (
+        nums.first().copied().unwrap_or(0),
+        nums.get(1).copied().unwrap_or(0),
+    )
 }
 
 // =============================================================================
@@ -1103,16 +1661,56 @@ fn nofile_limits() -> (u64, u64) {
 async fn plugin_output_rules_end_to_end() {
     let rx = Receiver::ok().await;
     let cases: Vec<(&str, String, &str)> = vec![
-        ("host", r#"{ mode = "replace", headers = [["Host", "evil.example"]] }"#.into(), "reserved"),
-        ("content-length", r#"{ mode = "replace", headers = [["Content-Length", "1"]] }"#.into(), "reserved"),
-        ("transfer-encoding", r#"{ mode = "replace", headers = [["Transfer-Encoding", "chunked"]] }"#.into(), "reserved"),
-        ("connection", r#"{ mode = "replace", headers = [["Connection", "close"]] }"#.into(), "reserved"),
-        ("webhook-signature", r#"{ mode = "replace", headers = [["Webhook-Signature", "v1,forged"]] }"#.into(), "reserved"),
-        ("webhook-id", r#"{ mode = "replace", headers = [["webhook-id", "msg_forged"]] }"#.into(), "reserved"),
-        ("keygen-signature", r#"{ mode = "replace", headers = [["Keygen-Signature", "forged"]] }"#.into(), "reserved"),
-        ("crlf", r#"{ mode = "replace", headers = [["X-Note", "a\r\nInjected: 1"]] }"#.into(), "CR"),
-        ("lf", r#"{ mode = "replace", headers = [["X-Note", "a\nInjected: 1"]] }"#.into(), "CR"),
-        ("bad-name", r#"{ mode = "replace", headers = [["X Bad", "1"]] }"#.into(), "not a valid"),
+        (
+            "host",
+            r#"{ mode = "replace", headers = [["Host", "evil.example"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "content-length",
+            r#"{ mode = "replace", headers = [["Content-Length", "1"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "transfer-encoding",
+            r#"{ mode = "replace", headers = [["Transfer-Encoding", "chunked"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "connection",
+            r#"{ mode = "replace", headers = [["Connection", "close"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "webhook-signature",
+            r#"{ mode = "replace", headers = [["Webhook-Signature", "v1,forged"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "webhook-id",
+            r#"{ mode = "replace", headers = [["webhook-id", "msg_forged"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "keygen-signature",
+            r#"{ mode = "replace", headers = [["Keygen-Signature", "forged"]] }"#.into(),
+            "reserved",
+        ),
+        (
+            "crlf",
+            r#"{ mode = "replace", headers = [["X-Note", "a\r\nInjected: 1"]] }"#.into(),
+            "CR",
+        ),
+        (
+            "lf",
+            r#"{ mode = "replace", headers = [["X-Note", "a\nInjected: 1"]] }"#.into(),
+            "CR",
+        ),
+        (
+            "bad-name",
+            r#"{ mode = "replace", headers = [["X Bad", "1"]] }"#.into(),
+            "not a valid",
+        ),
         ("huge", r#"{ mode = "huge" }"#.into(), "limit"),
     ];
     let mut config = base_config("");
@@ -1120,7 +1718,9 @@ async fn plugin_output_rules_end_to_end() {
         config += &endpoint(
             name,
             &rx.url(&format!("/{name}")),
-            &format!("retry_schedule = [\"100ms\"]\nplugins = [ {{ name = \"misbehave\", config = {cfg} }} ]"),
+            &format!(
+                "retry_schedule = [\"100ms\"]\nplugins = [ {{ name = \"misbehave\", config = {cfg} }} ]"
+            ),
         );
     }
     config += &endpoint(
@@ -1130,23 +1730,47 @@ async fn plugin_output_rules_end_to_end() {
     );
     let router = Router::start(&config, &[("misbehave", test_plugin("misbehave"))]);
     let c = Client::new();
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "p"}}))).await;
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "p"}})),
+        )
+        .await;
     assert_eq!(r.status, 202);
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
     let mut rows = Vec::new();
     for (name, _, needle) in &cases {
-        let d = wait_delivery(&c, &router, &id, name, Duration::from_secs(15), |d| d["status"] == "failed").await;
+        let d = wait_delivery(&c, &router, &id, name, Duration::from_secs(15), |d| {
+            d["status"] == "failed"
+        })
+        .await;
         let err = d["lastError"].as_str().unwrap_or("").to_string();
         assert!(err.contains(needle), "{name}: {err}");
-        assert!(err.contains("invalid") || err.contains("output") || err.contains("misbehave"), "{name}: {err}");
+        assert!(
+            err.contains("invalid") || err.contains("output") || err.contains("misbehave"),
+            "{name}: {err}"
+        );
         rows.push(format!("{name}: {err:.110}"));
     }
-    let got = rx.wait_for(Duration::from_secs(5), "the control delivery", |g| !g.is_empty()).await;
+    let got = rx
+        .wait_for(Duration::from_secs(5), "the control delivery", |g| {
+            !g.is_empty()
+        })
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let paths: Vec<String> = rx.received().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(paths, vec!["/control".to_string()], "only the well-behaved output was sent");
+    assert_eq!(
+        paths,
+        vec!["/control".to_string()],
+        "only the well-behaved output was sent"
+    );
     assert_eq!(got[0].header("x-fine"), "yes");
-    eprintln!("FIGURES plugin_output_rules_end_to_end: {} refused, nothing sent; errors: {}", cases.len(), rows.join(" | "));
+    eprintln!(
+        "FIGURES plugin_output_rules_end_to_end: {} refused, nothing sent; errors: {}",
+        cases.len(),
+        rows.join(" | ")
+    );
 }
 
 // =============================================================================
@@ -1155,7 +1779,13 @@ async fn plugin_output_rules_end_to_end() {
 
 /// Host names that resolve to 127.0.0.1 without being an IP literal to the
 /// URL check: a trailing-dot localhost, decimal, hex, short and octal forms.
-const NAMES: [&str; 5] = ["localhost.", "2130706433", "0x7f000001", "127.1", "0177.0.0.1"];
+const NAMES: [&str; 5] = [
+    "localhost.",
+    "2130706433",
+    "0x7f000001",
+    "127.1",
+    "0177.0.0.1",
+];
 
 /// Endpoint hosts that are (or resolve to) loopback, private, link-local or
 /// metadata addresses are refused unless `allow_private_networks`: literals
@@ -1176,21 +1806,34 @@ async fn ssrf_targets_are_refused() {
     ];
     let mut text = String::from("[[accounts]]\nid = \"acct\"\ntoken = \"test-token-aaaa\"\n");
     for (id, url) in literals {
-        text += &format!("[[endpoints]]\nid = \"{id}\"\naccount = \"acct\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n");
+        text += &format!(
+            "[[endpoints]]\nid = \"{id}\"\naccount = \"acct\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("router.toml");
     std::fs::write(&path, &text).unwrap();
-    let out = std::process::Command::new(BIN).args(["config", "check", "-c"]).arg(&path).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["config", "check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     for (id, _) in literals {
-        assert!(err.contains(&format!("\"{id}\"")), "{id} not refused:\n{err}");
+        assert!(
+            err.contains(&format!("\"{id}\"")),
+            "{id} not refused:\n{err}"
+        );
     }
 
     // Names that resolve to loopback, with receivers on 127.0.0.1 and [::1].
     let rx4 = Receiver::ok().await;
-    let rx6 = Receiver::on(format!("[::1]:{}", rx4.addr.port()).parse().unwrap(), |_, _| Reply::status(200)).await;
+    let rx6 = Receiver::on(
+        format!("[::1]:{}", rx4.addr.port()).parse().unwrap(),
+        |_, _| Reply::status(200),
+    )
+    .await;
     let port = rx4.addr.port();
     let config = format!(
         r#"
@@ -1209,7 +1852,13 @@ token = "test-token-aaaa"
     ) + &NAMES
         .iter()
         .enumerate()
-        .map(|(i, h)| endpoint(&format!("name{i}"), &format!("http://{h}:{port}/x"), "retry_schedule = [\"100ms\"]"))
+        .map(|(i, h)| {
+            endpoint(
+                &format!("name{i}"),
+                &format!("http://{h}:{port}/x"),
+                "retry_schedule = [\"100ms\"]",
+            )
+        })
         .collect::<String>();
     let router = Router::start(&config, &[]);
     let c = Client::new();
@@ -1218,22 +1867,51 @@ token = "test-token-aaaa"
     for (id, url) in literals {
         let body = json!({"data": {"type": "webhook-endpoints", "id": format!("api-{id}"), "attributes": {"url": url.replace("https", "http")}}});
         let r = c
-            .request("POST", &router.url("/v1/accounts/acct/webhook-endpoints"), &[("authorization", "Bearer test-token-aaaa"), ("content-type", "application/vnd.api+json")], body.to_string())
+            .request(
+                "POST",
+                &router.url("/v1/accounts/acct/webhook-endpoints"),
+                &[
+                    ("authorization", "Bearer test-token-aaaa"),
+                    ("content-type", "application/vnd.api+json"),
+                ],
+                body.to_string(),
+            )
             .await;
-        assert!((400..500).contains(&r.status), "API accepted {url}: {}", String::from_utf8_lossy(&r.body));
+        assert!(
+            (400..500).contains(&r.status),
+            "API accepted {url}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let detail = String::from_utf8_lossy(&r.body).to_string();
-        assert!(detail.contains("allow_private_networks"), "refused for the address: {detail}");
+        assert!(
+            detail.contains("allow_private_networks"),
+            "refused for the address: {detail}"
+        );
         api_refused += 1;
     }
-    let r = c.post_event(&router, "acct", &event("user.created", json!({"data": {}}))).await;
+    let r = c
+        .post_event(&router, "acct", &event("user.created", json!({"data": {}})))
+        .await;
     assert_eq!(r.status, 202);
     let id = r.json()["data"]["id"].as_str().unwrap().to_string();
     let mut errors = Vec::new();
     for i in 0..NAMES.len() {
-        let d = wait_delivery(&c, &router, &id, &format!("name{i}"), Duration::from_secs(10), |d| d["status"] == "failed").await;
+        let d = wait_delivery(
+            &c,
+            &router,
+            &id,
+            &format!("name{i}"),
+            Duration::from_secs(10),
+            |d| d["status"] == "failed",
+        )
+        .await;
         errors.push(d["lastError"].as_str().unwrap_or("").to_string());
     }
-    assert_eq!(rx4.count() + rx6.count(), 0, "a loopback receiver was reached");
+    assert_eq!(
+        rx4.count() + rx6.count(),
+        0,
+        "a loopback receiver was reached"
+    );
     for e in &errors {
         assert!(e.contains("non-public") || e.contains("resolve"), "{e}");
     }
@@ -1256,27 +1934,83 @@ token = "test-token-aaaa"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_every_route() {
     let rx = Receiver::ok().await;
-    let config = base_config("admin_token = \"admin-token-0123456789\"") + &endpoint("e", &rx.url("/e"), "");
+    let config =
+        base_config("admin_token = \"admin-token-0123456789\"") + &endpoint("e", &rx.url("/e"), "");
     let router = Router::start(&config, &[]);
     let c = Client::new();
-    let good = c.post_event(&router, "acct", &event("user.created", json!({"data": {"id": "a"}}))).await;
+    let good = c
+        .post_event(
+            &router,
+            "acct",
+            &event("user.created", json!({"data": {"id": "a"}})),
+        )
+        .await;
     let ev = good.json()["data"]["id"].as_str().unwrap().to_string();
     let ep_body = json!({"data": {"type": "webhook-endpoints", "id": "new", "attributes": {"url": rx.url("/new")}}}).to_string();
     let ev_body = event("user.created", json!({"data": {"id": "b"}})).to_string();
     let routes: Vec<(&str, String, String)> = vec![
         ("POST", "/v1/accounts/acct/events".into(), ev_body.clone()),
-        ("GET", "/v1/accounts/acct/webhook-endpoints".into(), String::new()),
-        ("POST", "/v1/accounts/acct/webhook-endpoints".into(), ep_body.clone()),
-        ("GET", "/v1/accounts/acct/webhook-endpoints/e".into(), String::new()),
-        ("PATCH", "/v1/accounts/acct/webhook-endpoints/e".into(), json!({"data": {"type": "webhook-endpoints", "attributes": {"enabled": false}}}).to_string()),
-        ("DELETE", "/v1/accounts/acct/webhook-endpoints/e".into(), String::new()),
-        ("POST", "/v1/accounts/acct/webhook-endpoints/e/actions/rotate-secret".into(), String::new()),
-        ("POST", "/v1/accounts/acct/webhook-endpoints/e/actions/ping".into(), String::new()),
-        ("POST", "/v1/accounts/acct/webhook-endpoints/e/actions/recover".into(), String::new()),
-        ("GET", "/v1/accounts/acct/webhook-events".into(), String::new()),
-        ("GET", format!("/v1/accounts/acct/webhook-events/{ev}"), String::new()),
-        ("POST", format!("/v1/accounts/acct/webhook-events/{ev}/actions/retry"), String::new()),
-        ("GET", "/v1/accounts/acct/no-such-route".into(), String::new()),
+        (
+            "GET",
+            "/v1/accounts/acct/webhook-endpoints".into(),
+            String::new(),
+        ),
+        (
+            "POST",
+            "/v1/accounts/acct/webhook-endpoints".into(),
+            ep_body.clone(),
+        ),
+        (
+            "GET",
+            "/v1/accounts/acct/webhook-endpoints/e".into(),
+            String::new(),
+        ),
+        (
+            "PATCH",
+            "/v1/accounts/acct/webhook-endpoints/e".into(),
+            json!({"data": {"type": "webhook-endpoints", "attributes": {"enabled": false}}})
+                .to_string(),
+        ),
+        (
+            "DELETE",
+            "/v1/accounts/acct/webhook-endpoints/e".into(),
+            String::new(),
+        ),
+        (
+            "POST",
+            "/v1/accounts/acct/webhook-endpoints/e/actions/rotate-secret".into(),
+            String::new(),
+        ),
+        (
+            "POST",
+            "/v1/accounts/acct/webhook-endpoints/e/actions/ping".into(),
+            String::new(),
+        ),
+        (
+            "POST",
+            "/v1/accounts/acct/webhook-endpoints/e/actions/recover".into(),
+            String::new(),
+        ),
+        (
+            "GET",
+            "/v1/accounts/acct/webhook-events".into(),
+            String::new(),
+        ),
+        (
+            "GET",
+            format!("/v1/accounts/acct/webhook-events/{ev}"),
+            String::new(),
+        ),
+        (
+            "POST",
+            format!("/v1/accounts/acct/webhook-events/{ev}/actions/retry"),
+            String::new(),
+        ),
+        (
+            "GET",
+            "/v1/accounts/acct/no-such-route".into(),
+            String::new(),
+        ),
         ("GET", "/v1/plugins".into(), String::new()),
     ];
     let bad_tokens: Vec<(&str, Option<&str>, u16, u16)> = vec![
@@ -1285,18 +2019,47 @@ async fn auth_on_every_route() {
         ("empty", Some(""), 401, 401),
         ("scheme only", Some("Bearer"), 401, 401),
         ("blank token", Some("Bearer    "), 401, 401),
-        ("basic scheme", Some("Basic dGVzdC10b2tlbi1hYWFhOg=="), 401, 401),
+        (
+            "basic scheme",
+            Some("Basic dGVzdC10b2tlbi1hYWFhOg=="),
+            401,
+            401,
+        ),
         ("token without scheme", Some("test-token-aaaa"), 401, 401),
         ("wrong token", Some("Bearer test-token-aaab"), 401, 401),
-        ("prefix of the token", Some("Bearer test-token-aaa"), 401, 401),
-        ("token plus a char", Some("Bearer test-token-aaaaa"), 401, 401),
-        ("other account's token", Some("Bearer other-token-bbbb"), 404, 401),
-        ("account token on an admin route", Some("Bearer test-token-aaaa"), 0, 401),
+        (
+            "prefix of the token",
+            Some("Bearer test-token-aaa"),
+            401,
+            401,
+        ),
+        (
+            "token plus a char",
+            Some("Bearer test-token-aaaaa"),
+            401,
+            401,
+        ),
+        (
+            "other account's token",
+            Some("Bearer other-token-bbbb"),
+            404,
+            401,
+        ),
+        (
+            "account token on an admin route",
+            Some("Bearer test-token-aaaa"),
+            0,
+            401,
+        ),
     ];
     let mut checked = 0;
     for (method, path, body) in &routes {
         for (what, value, acct_status, admin_status) in &bad_tokens {
-            let expected = if path == "/v1/plugins" { *admin_status } else { *acct_status };
+            let expected = if path == "/v1/plugins" {
+                *admin_status
+            } else {
+                *acct_status
+            };
             if expected == 0 {
                 continue;
             }
@@ -1307,30 +2070,66 @@ async fn auth_on_every_route() {
             let r = c.request(method, &router.url(path), &h, body.clone()).await;
             assert_jsonapi_error(&r, expected, &format!("{method} {path} with {what}"));
             if expected == 401 {
-                assert_eq!(r.headers.get("www-authenticate").map(|v| v.to_str().unwrap()), Some("Bearer"), "{method} {path} {what}");
+                assert_eq!(
+                    r.headers
+                        .get("www-authenticate")
+                        .map(|v| v.to_str().unwrap()),
+                    Some("Bearer"),
+                    "{method} {path} {what}"
+                );
             }
             checked += 1;
         }
         // A non-UTF-8 header value (raw request, hyper's client would refuse it).
-        let req = format!("{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\nauthorization: Bearer \u{00e9}\u{00ff}\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\nauthorization: Bearer \u{00e9}\u{00ff}\r\n\r\n"
+        );
         let mut bytes = req.into_bytes();
         // Latin-1 bytes, not UTF-8.
         let pos = bytes.windows(7).position(|w| w == b"Bearer ").unwrap() + 7;
         bytes.splice(pos..pos + 4, [0xe9u8, 0xff]);
         let (resp, _) = raw_exchange(router.addr, &bytes).await;
-        assert!(resp.starts_with("HTTP/1.1 401"), "{method} {path} with a non-UTF-8 token: {resp:.200}");
+        assert!(
+            resp.starts_with("HTTP/1.1 401"),
+            "{method} {path} with a non-UTF-8 token: {resp:.200}"
+        );
         checked += 1;
     }
     // Nothing happened: the endpoint still exists, only the first event was stored.
     let a = auth();
-    let show = c.request("GET", &router.url("/v1/accounts/acct/webhook-endpoints/e"), &[(a.0, &a.1)], "").await;
+    let show = c
+        .request(
+            "GET",
+            &router.url("/v1/accounts/acct/webhook-endpoints/e"),
+            &[(a.0, &a.1)],
+            "",
+        )
+        .await;
     assert_eq!(show.status, 200);
-    let list = c.request("GET", &router.url("/v1/accounts/acct/webhook-events"), &[(a.0, &a.1)], "").await;
+    let list = c
+        .request(
+            "GET",
+            &router.url("/v1/accounts/acct/webhook-events"),
+            &[(a.0, &a.1)],
+            "",
+        )
+        .await;
     assert_eq!(list.json()["data"].as_array().map(|v| v.len()), Some(1));
     // The admin token works everywhere.
-    let p = c.request("GET", &router.url("/v1/plugins"), &[("authorization", "Bearer admin-token-0123456789")], "").await;
+    let p = c
+        .request(
+            "GET",
+            &router.url("/v1/plugins"),
+            &[("authorization", "Bearer admin-token-0123456789")],
+            "",
+        )
+        .await;
     assert_eq!(p.status, 200);
-    eprintln!("FIGURES auth_on_every_route: {} routes x {} bad credentials = {checked} requests refused, 0 side effects", routes.len(), bad_tokens.len() + 1);
+    eprintln!(
+        "FIGURES auth_on_every_route: {} routes x {} bad credentials = {checked} requests refused, 0 side effects",
+        routes.len(),
+        bad_tokens.len() + 1
+    );
 }
 
 /// Token comparison is constant time by construction: both sides are hashed
@@ -1343,20 +2142,38 @@ fn token_comparison_is_constant_time_by_construction() {
     use switchyard::signing::constant_time_eq;
     let t = "test-token-aaaa";
     assert!(constant_time_eq(t, t));
-    for wrong in ["", "t", "test-token-aaa", "test-token-aaab", "test-token-aaaaa", "xest-token-aaaa", "TEST-TOKEN-AAAA"] {
+    for wrong in [
+        "",
+        "t",
+        "test-token-aaa",
+        "test-token-aaab",
+        "test-token-aaaaa",
+        "xest-token-aaaa",
+        "TEST-TOKEN-AAAA",
+    ] {
         assert!(!constant_time_eq(t, wrong), "{wrong}");
         assert!(!constant_time_eq(wrong, t), "{wrong}");
     }
     // The same work for every candidate: a digest of each side, then a fixed
     // 32-byte comparison (no early exit). Timings are printed, not asserted.
     let secret = "s".repeat(32);
-    let candidates = [("no match", "x".repeat(32)), ("31 of 32 match", format!("{}x", "s".repeat(31))), ("short", "s".into())];
+    let candidates = [
+        ("no match", "x".repeat(32)),
+        ("31 of 32 match", format!("{}x", "s".repeat(31))),
+        ("short", "s".into()),
+    ];
     for (what, cand) in candidates {
         let t = Instant::now();
         for _ in 0..200_000 {
-            std::hint::black_box(constant_time_eq(std::hint::black_box(&secret), std::hint::black_box(&cand)));
+            std::hint::black_box(constant_time_eq(
+                std::hint::black_box(&secret),
+                std::hint::black_box(&cand),
+            ));
         }
-        eprintln!("constant_time_eq {what}: {:?} per call", t.elapsed() / 200_000);
+        eprintln!(
+            "constant_time_eq {what}: {:?} per call",
+            t.elapsed() / 200_000
+        );
     }
 }
 
@@ -1373,7 +2190,10 @@ fn token_comparison_is_constant_time_by_construction() {
 #[ignore = "soak: minutes; run by host/benches/soak.sh"]
 async fn restart_with_backlog() {
     let _g = heavy();
-    let n: usize = std::env::var("SWITCHYARD_BACKLOG").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("SWITCHYARD_BACKLOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     // A black hole: accepts, reads, never answers.
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = hole.local_addr().unwrap().port();
@@ -1384,7 +2204,11 @@ async fn restart_with_backlog() {
         }
     });
     let config = base_config("")
-        + &endpoint("e", &format!("http://127.0.0.1:{port}/e"), "timeout = \"1h\"\nmax_in_flight = 1\nretry_schedule = [\"1s\"]");
+        + &endpoint(
+            "e",
+            &format!("http://127.0.0.1:{port}/e"),
+            "timeout = \"1h\"\nmax_in_flight = 1\nretry_schedule = [\"1s\"]",
+        );
     let mut router = Router::start(&config, &[]);
     pin_port(&router, &config);
     let url = router.events_url("acct");
@@ -1400,8 +2224,20 @@ async fn restart_with_backlog() {
                 if i >= n {
                     break;
                 }
-                let body = json!({"event": "user.created", "payload": {"data": {"id": format!("bk{i}")}}}).to_string();
-                let r = c.request("POST", &url, &[("authorization", "Bearer test-token-aaaa"), ("content-type", "application/json")], body).await;
+                let body =
+                    json!({"event": "user.created", "payload": {"data": {"id": format!("bk{i}")}}})
+                        .to_string();
+                let r = c
+                    .request(
+                        "POST",
+                        &url,
+                        &[
+                            ("authorization", "Bearer test-token-aaaa"),
+                            ("content-type", "application/json"),
+                        ],
+                        body,
+                    )
+                    .await;
                 assert_eq!(r.status, 202);
             }
         }));
@@ -1413,7 +2249,12 @@ async fn restart_with_backlog() {
             if last.elapsed() > Duration::from_secs(15) {
                 last = Instant::now();
                 let (rss, _) = rss_kib(pid(&router));
-                eprintln!("backlog: {} / {n} ingested after {:?}, RSS {} MiB", next.load(Ordering::SeqCst).min(n), t.elapsed(), rss >> 10);
+                eprintln!(
+                    "backlog: {} / {n} ingested after {:?}, RSS {} MiB",
+                    next.load(Ordering::SeqCst).min(n),
+                    t.elapsed(),
+                    rss >> 10
+                );
             }
         }
         task.await.unwrap();
@@ -1424,16 +2265,27 @@ async fn restart_with_backlog() {
     let store_bytes = dir_size(&router.dir.join("data"));
     hole_task.abort();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rx = Receiver::on(format!("127.0.0.1:{port}").parse().unwrap(), |_, _| Reply::status(200)).await;
+    let rx = Receiver::on(format!("127.0.0.1:{port}").parse().unwrap(), |_, _| {
+        Reply::status(200)
+    })
+    .await;
     // Restart with the default concurrency (32 in flight) to see the drain rate.
-    let restart_config = base_config("") + &endpoint("e", &format!("http://127.0.0.1:{port}/e"), "retry_schedule = [\"1s\"]");
+    let restart_config = base_config("")
+        + &endpoint(
+            "e",
+            &format!("http://127.0.0.1:{port}/e"),
+            "retry_schedule = [\"1s\"]",
+        );
     pin_port(&router, &restart_config);
     let spawn_at = Instant::now();
     router.spawn();
     let listening = spawn_at.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
     while rx.count() == 0 {
-        assert!(Instant::now() < deadline, "no delivery within 10 minutes of the restart");
+        assert!(
+            Instant::now() < deadline,
+            "no delivery within 10 minutes of the restart"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let first = spawn_at.elapsed();
@@ -1461,7 +2313,11 @@ fn dir_size(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            n += if m.is_dir() { dir_size(&e.path()) } else { m.len() };
+            n += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     n

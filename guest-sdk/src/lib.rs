@@ -135,7 +135,10 @@ impl Event {
     /// The action part of the event type: `validation.succeeded` for
     /// `license.validation.succeeded` (empty when there is no dot).
     pub fn action(&self) -> &str {
-        self.event_type.split_once('.').map(|(_, a)| a).unwrap_or("")
+        self.event_type
+            .split_once('.')
+            .map(|(_, a)| a)
+            .unwrap_or("")
     }
 }
 
@@ -211,13 +214,22 @@ pub struct Error {
 
 impl Error {
     pub fn bad_config(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::BadConfig, message: message.into() }
+        Error {
+            kind: ErrorKind::BadConfig,
+            message: message.into(),
+        }
     }
     pub fn bad_input(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::BadInput, message: message.into() }
+        Error {
+            kind: ErrorKind::BadInput,
+            message: message.into(),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Error { kind: ErrorKind::Internal, message: message.into() }
+        Error {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
     }
 }
 
@@ -237,7 +249,11 @@ impl std::error::Error for Error {}
 /// Parses a plugin configuration the way the host-facing glue does: JSON
 /// text into `P::Config` (`{}` for an empty string), then `P::new`.
 pub fn configure<P: Plugin>(config: &str) -> Result<P, Error> {
-    let text = if config.trim().is_empty() { "{}" } else { config };
+    let text = if config.trim().is_empty() {
+        "{}"
+    } else {
+        config
+    };
     let parsed: P::Config = serde_json::from_str(text)
         .map_err(|e| Error::bad_config(format!("invalid configuration: {e}")))?;
     P::new(parsed)
@@ -265,7 +281,10 @@ pub mod __private {
             ErrorKind::BadInput => wit::ErrorKind::BadInput,
             ErrorKind::Internal => wit::ErrorKind::Internal,
         };
-        wit::Error { kind, message: e.message }
+        wit::Error {
+            kind,
+            message: e.message,
+        }
     }
 
     pub fn configure<P: Plugin>(slot: &Slot<P>, config: String) -> Result<(), wit::Error> {
@@ -275,7 +294,10 @@ pub mod __private {
         Ok(())
     }
 
-    pub fn handle<P: Plugin>(slot: &Slot<P>, event: wit::Event) -> Result<wit::Outcome, wit::Error> {
+    pub fn handle<P: Plugin>(
+        slot: &Slot<P>,
+        event: wit::Event,
+    ) -> Result<wit::Outcome, wit::Error> {
         let mut guard = slot.0.borrow_mut();
         let plugin = guard
             .as_mut()

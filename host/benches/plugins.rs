@@ -320,7 +320,10 @@ fn interleaved_summary() {
 /// A sample event from `examples/events/` (ingest form), as the host hands
 /// it to a plugin: the payload re-serialized compactly.
 fn fixture(name: &str) -> PluginEvent {
-    let path = format!("{}/../examples/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/events/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let e = switchyard_guest::testing::event_from_json(&text).unwrap();
     PluginEvent {
@@ -406,7 +409,13 @@ fn analytics(c: &mut Criterion) {
     g.finish();
     let mut g = c.benchmark_group("segment_identify");
     g.bench_function("native", |b| {
-        b.iter(|| black_box(seg_native.handle(&guest_event(black_box(&identify))).unwrap()))
+        b.iter(|| {
+            black_box(
+                seg_native
+                    .handle(&guest_event(black_box(&identify)))
+                    .unwrap(),
+            )
+        })
     });
     g.bench_function("wasm_warm", |b| {
         b.iter(|| black_box(seg_wasm.call(black_box(&identify)).unwrap()))
@@ -441,7 +450,11 @@ fn analytics(c: &mut Criterion) {
         (
             "segment_identify/native",
             Box::new(|| {
-                black_box(seg_native_2.handle(&guest_event(black_box(&identify))).unwrap());
+                black_box(
+                    seg_native_2
+                        .handle(&guest_event(black_box(&identify)))
+                        .unwrap(),
+                );
             }),
         ),
         (
@@ -464,7 +477,9 @@ fn analytics(c: &mut Criterion) {
         ),
     ];
     let r = interleaved(&mut fs, 40, 500);
-    println!("\n== analytics plugins, interleaved rounds (40 x 500 calls each; min and median of rounds) ==");
+    println!(
+        "\n== analytics plugins, interleaved rounds (40 x 500 calls each; min and median of rounds) =="
+    );
     for (i, (name, _)) in fs.iter().enumerate() {
         let ((min, med), base) = (r[i], r[i - i % 2]);
         println!(

@@ -18,7 +18,11 @@ use crate::delivery::envelope::rfc3339;
 use crate::server::{self, AppState};
 
 /// Routes everything that is not ingest, health or metrics.
-pub async fn route(state: &AppState, req: Request<Incoming>, segments: &[&str]) -> Result<Response<Body>, ApiError> {
+pub async fn route(
+    state: &AppState,
+    req: Request<Incoming>,
+    segments: &[&str],
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     match segments {
         ["v1", "plugins"] => {
@@ -31,7 +35,12 @@ pub async fn route(state: &AppState, req: Request<Incoming>, segments: &[&str]) 
         ["v1", "accounts", account, rest @ ..] if !rest.is_empty() => {
             let config = state.config();
             let snap = state.registry.snapshot();
-            api::authorize_account(req.headers(), &snap, config.server.admin_token.as_deref(), account)?;
+            api::authorize_account(
+                req.headers(),
+                &snap,
+                config.server.admin_token.as_deref(),
+                account,
+            )?;
             let account = account.to_string();
             use Method as M;
             match (&method, rest) {
@@ -39,29 +48,53 @@ pub async fn route(state: &AppState, req: Request<Incoming>, segments: &[&str]) 
                 (&M::POST, ["webhook-endpoints"]) => endpoints::create(state, req, &account).await,
                 (_, ["webhook-endpoints"]) => Err(method_not_allowed(&method, "GET, POST")),
                 (&M::GET, ["webhook-endpoints", id]) => endpoints::show(state, &account, id),
-                (&M::PATCH, ["webhook-endpoints", id]) => endpoints::update(state, req, &account, id).await,
-                (&M::DELETE, ["webhook-endpoints", id]) => endpoints::delete(state, &account, id).await,
-                (_, ["webhook-endpoints", _]) => Err(method_not_allowed(&method, "GET, PATCH, DELETE")),
+                (&M::PATCH, ["webhook-endpoints", id]) => {
+                    endpoints::update(state, req, &account, id).await
+                }
+                (&M::DELETE, ["webhook-endpoints", id]) => {
+                    endpoints::delete(state, &account, id).await
+                }
+                (_, ["webhook-endpoints", _]) => {
+                    Err(method_not_allowed(&method, "GET, PATCH, DELETE"))
+                }
                 (&M::POST, ["webhook-endpoints", id, "actions", "rotate-secret"]) => {
                     endpoints::rotate_secret(state, req, &account, id).await
                 }
-                (&M::POST, ["webhook-endpoints", id, "actions", "ping"]) => endpoints::ping(state, &account, id).await,
+                (&M::POST, ["webhook-endpoints", id, "actions", "ping"]) => {
+                    endpoints::ping(state, &account, id).await
+                }
                 (&M::POST, ["webhook-endpoints", id, "actions", "recover"]) => {
                     endpoints::recover(state, &req, &account, id).await
                 }
-                (_, ["webhook-endpoints", _, "actions", "rotate-secret" | "ping" | "recover"]) => {
-                    Err(method_not_allowed(&method, "POST"))
-                }
+                (
+                    _,
+                    [
+                        "webhook-endpoints",
+                        _,
+                        "actions",
+                        "rotate-secret" | "ping" | "recover",
+                    ],
+                ) => Err(method_not_allowed(&method, "POST")),
                 (&M::GET, ["webhook-events"]) => events::list(state, &req, &account).await,
                 (_, ["webhook-events"]) => Err(method_not_allowed(&method, "GET")),
                 (&M::GET, ["webhook-events", id]) => events::show(state, &account, id).await,
                 (_, ["webhook-events", _]) => Err(method_not_allowed(&method, "GET")),
-                (&M::POST, ["webhook-events", id, "actions", "retry"]) => events::retry(state, &req, &account, id).await,
-                (_, ["webhook-events", _, "actions", "retry"]) => Err(method_not_allowed(&method, "POST")),
-                _ => Err(ApiError::not_found(&format!("route {method} {}", req.uri().path()))),
+                (&M::POST, ["webhook-events", id, "actions", "retry"]) => {
+                    events::retry(state, &req, &account, id).await
+                }
+                (_, ["webhook-events", _, "actions", "retry"]) => {
+                    Err(method_not_allowed(&method, "POST"))
+                }
+                _ => Err(ApiError::not_found(&format!(
+                    "route {method} {}",
+                    req.uri().path()
+                ))),
             }
         }
-        _ => Err(ApiError::not_found(&format!("route {method} {}", req.uri().path()))),
+        _ => Err(ApiError::not_found(&format!(
+            "route {method} {}",
+            req.uri().path()
+        ))),
     }
 }
 
@@ -135,7 +168,10 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
 
 /// The last value of a query parameter.
 pub fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    q.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    q.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn percent_decode(s: &str) -> String {
@@ -146,7 +182,8 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
                     Ok(v) => {
                         out.push(v);
                         i += 2;
@@ -176,7 +213,10 @@ pub fn percent_encode(s: &str) -> String {
 
 /// Reads an optional JSON body (empty is `None`), JSON content type required
 /// when there is one.
-pub async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<Option<Value>, ApiError> {
+pub async fn read_json(
+    state: &AppState,
+    req: Request<Incoming>,
+) -> Result<Option<Value>, ApiError> {
     let has_ct = req.headers().contains_key(http::header::CONTENT_TYPE);
     let headers = req.headers().clone();
     let body = server::read_body(req, state.config().server.max_body).await?;
@@ -186,14 +226,24 @@ pub async fn read_json(state: &AppState, req: Request<Incoming>) -> Result<Optio
     if has_ct || !body.is_empty() {
         server::require_json(&headers)?;
     }
-    serde_json::from_slice(&body)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("Malformed JSON", format!("the body is not valid JSON: {e}"), None))
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        ApiError::bad_request(
+            "Malformed JSON",
+            format!("the body is not valid JSON: {e}"),
+            None,
+        )
+    })
 }
 
 /// 422 for a value that is well-formed but not acceptable.
 pub fn invalid(detail: impl Into<String>, pointer: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "INVALID", "Invalid attribute", detail).with_pointer(pointer)
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID",
+        "Invalid attribute",
+        detail,
+    )
+    .with_pointer(pointer)
 }
 
 /// Unix ms at which an event was stored (its UUIDv7 timestamp).
@@ -237,6 +287,9 @@ mod tests {
         let ms = stored_ms(id);
         assert!(cursor_at(ms) <= id && cursor_at(ms + 1) > id);
         assert_eq!(stored_ms(cursor_at(ms)), ms);
-        assert_eq!(percent_encode("2024-01-01T00:00:00+02:00"), "2024-01-01T00:00:00%2B02:00");
+        assert_eq!(
+            percent_encode("2024-01-01T00:00:00+02:00"),
+            "2024-01-01T00:00:00%2B02:00"
+        );
     }
 }

@@ -25,11 +25,26 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, title: impl Into<String>, detail: impl Into<String>) -> Self {
-        ApiError { status, title: title.into(), detail: detail.into(), code, pointer: None }
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            title: title.into(),
+            detail: detail.into(),
+            code,
+            pointer: None,
+        }
     }
 
-    pub fn bad_request(title: impl Into<String>, detail: impl Into<String>, pointer: Option<&str>) -> Self {
+    pub fn bad_request(
+        title: impl Into<String>,
+        detail: impl Into<String>,
+        pointer: Option<&str>,
+    ) -> Self {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             title: title.into(),
@@ -45,15 +60,30 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "TOKEN_INVALID", "Unauthorized", detail)
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_INVALID",
+            "Unauthorized",
+            detail,
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "Not found", format!("{what} was not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "Not found",
+            format!("{what} was not found"),
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "Service unavailable", detail)
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "Service unavailable",
+            detail,
+        )
     }
 
     pub fn conflict(detail: impl Into<String>) -> Self {
@@ -72,7 +102,10 @@ impl ApiError {
         }
         let mut r = document(self.status, &json!({"errors": [err]}));
         if self.status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
         }
         r
     }
@@ -83,7 +116,10 @@ pub fn document(status: StatusCode, value: &serde_json::Value) -> Response<Body>
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(JSONAPI));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(JSONAPI),
+    );
     r
 }
 
@@ -91,7 +127,10 @@ pub fn document(status: StatusCode, value: &serde_json::Value) -> Response<Body>
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     r
 }
 
@@ -110,11 +149,13 @@ pub fn bearer(headers: &http::HeaderMap) -> Result<&str, ApiError> {
     let value = value
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <token>\""))?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be \"Bearer <token>\"")
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized("the Authorization header must be \"Bearer <token>\""));
+        return Err(ApiError::unauthorized(
+            "the Authorization header must be \"Bearer <token>\"",
+        ));
     }
     Ok(token.trim())
 }
@@ -138,18 +179,26 @@ pub fn authorize_account(
         Some(_) => {
             // A valid token of another account must not learn that this
             // account exists.
-            let other = snap.accounts.values().any(|a| constant_time_eq(&a.token, token));
+            let other = snap
+                .accounts
+                .values()
+                .any(|a| constant_time_eq(&a.token, token));
             if other {
                 Err(ApiError::not_found(&format!("account {account:?}")))
             } else {
-                Err(ApiError::unauthorized("the token is not valid for this account"))
+                Err(ApiError::unauthorized(
+                    "the token is not valid for this account",
+                ))
             }
         }
     }
 }
 
 /// Admin-only routes.
-pub fn authorize_admin(headers: &http::HeaderMap, admin_token: Option<&str>) -> Result<(), ApiError> {
+pub fn authorize_admin(
+    headers: &http::HeaderMap,
+    admin_token: Option<&str>,
+) -> Result<(), ApiError> {
     let token = bearer(headers)?;
     match admin_token {
         Some(a) if constant_time_eq(a, token) => Ok(()),

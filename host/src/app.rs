@@ -41,7 +41,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let store = Store::open(&data_dir.join("store"), config.server.cache_bytes)
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
 
-    let runtime = PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;
+    let runtime =
+        PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;
     let plugin_dir = config.plugins.dir.clone();
     if plugin_dir.is_dir() {
         for e in runtime.load_dir(&plugin_dir) {
@@ -58,8 +59,15 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let api_endpoints = crate::endpoints::load_all(&store)?;
     let (snap, errors) = Snapshot::build(&config, &api_endpoints, &runtime);
     if !errors.is_empty() {
-        let list: Vec<String> = errors.iter().map(|(ep, e)| format!("  endpoint {ep}: {e}")).collect();
-        anyhow::bail!("{} endpoint(s) cannot load:\n{}", errors.len(), list.join("\n"));
+        let list: Vec<String> = errors
+            .iter()
+            .map(|(ep, e)| format!("  endpoint {ep}: {e}"))
+            .collect();
+        anyhow::bail!(
+            "{} endpoint(s) cannot load:\n{}",
+            errors.len(),
+            list.join("\n")
+        );
     }
     let registry = Arc::new(Registry::new(snap));
     let metrics = Arc::new(Metrics::default());
@@ -154,7 +162,9 @@ pub fn reload_config(state: &AppState, path: &Path) {
         for (ep, e) in &errors {
             error!(endpoint = %ep, error = %e, "endpoint cannot load");
         }
-        error!("router.toml changed but some endpoints cannot load; keeping the running configuration");
+        error!(
+            "router.toml changed but some endpoints cannot load; keeping the running configuration"
+        );
         return;
     }
     state.registry.replace(snap);
@@ -171,13 +181,20 @@ fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::Recommend
     let file_name = path.file_name()?.to_os_string();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
-            if ev.paths.iter().any(|p| p.file_name() == Some(file_name.as_os_str())) {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(file_name.as_os_str()))
+            {
                 let _ = tx.send(());
             }
         }
     })
     .ok()?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
         warn!(error = %e, "cannot watch the config file; changes need a restart");
         return None;

@@ -143,7 +143,9 @@ impl Api {
             .https_or_http()
             .enable_http1()
             .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
         Ok(Api { args, client })
     }
 
@@ -159,24 +161,47 @@ impl Api {
             .uri(&url)
             .header("authorization", format!("Bearer {}", self.args.token))
             .header("accept", crate::api::JSONAPI)
-            .header("user-agent", concat!("switchyard-cli/", env!("CARGO_PKG_VERSION")));
+            .header(
+                "user-agent",
+                concat!("switchyard-cli/", env!("CARGO_PKG_VERSION")),
+            );
         if body.is_some() {
             req = req.header("content-type", crate::api::JSONAPI);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.map(|b| b.to_string()).unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            )))
             .with_context(|| format!("{url} is not a valid URL (--url / SWITCHYARD_URL)"))?;
         let resp = tokio::time::timeout(Duration::from_secs(60), self.client.request(req))
             .await
             .with_context(|| format!("{method} {url}: no answer within 60 s"))?
-            .with_context(|| format!("{method} {url}: cannot reach the router (is it running? check --url)"))?;
+            .with_context(|| {
+                format!("{method} {url}: cannot reach the router (is it running? check --url)")
+            })?;
         let status = resp.status();
-        let bytes = resp.into_body().collect().await.context("reading the answer")?.to_bytes();
-        let v: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes))) };
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the answer")?
+            .to_bytes();
+        let v: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| json!(String::from_utf8_lossy(&bytes)))
+        };
         if !status.is_success() {
-            let detail = v["errors"][0]["detail"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let detail = v["errors"][0]["detail"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
             let title = v["errors"][0]["title"].as_str().unwrap_or("error");
-            bail!("HTTP {} from {method} {path}: {title}: {detail}", status.as_u16());
+            bail!(
+                "HTTP {} from {method} {path}: {title}: {detail}",
+                status.as_u16()
+            );
         }
         Ok(v)
     }
@@ -196,7 +221,9 @@ fn enc(s: &str) -> String {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn print_json(v: &Value) {
@@ -212,7 +239,11 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(headers.iter().map(|h| h.to_string()).collect());
@@ -233,9 +264,19 @@ fn event_row(e: &Value) -> Vec<String> {
     let a = &e["attributes"];
     let deliveries: Vec<String> = a["deliveries"]
         .as_array()
-        .map(|ds| ds.iter().map(|d| format!("{}:{}", s(&d["endpoint"]), s(&d["status"]))).collect())
+        .map(|ds| {
+            ds.iter()
+                .map(|d| format!("{}:{}", s(&d["endpoint"]), s(&d["status"])))
+                .collect()
+        })
         .unwrap_or_default();
-    vec![s(&e["id"]), s(&a["event"]), s(&a["status"]), s(&a["received"]), deliveries.join(" ")]
+    vec![
+        s(&e["id"]),
+        s(&a["event"]),
+        s(&a["status"]),
+        s(&a["received"]),
+        deliveries.join(" "),
+    ]
 }
 
 pub fn run_events(cmd: EventsCmd) -> anyhow::Result<()> {
@@ -248,23 +289,52 @@ pub fn run_endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
 
 async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
     match cmd {
-        EventsCmd::List { api, event, status, endpoint, since, until, limit, before } => {
+        EventsCmd::List {
+            api,
+            event,
+            status,
+            endpoint,
+            since,
+            until,
+            limit,
+            before,
+        } => {
             let json_out = api.json;
             let api = Api::new(api)?;
             let mut q = vec![format!("page[size]={limit}")];
-            for (k, v) in [("filter[event]", event), ("filter[status]", status), ("filter[endpoint]", endpoint), ("filter[since]", since), ("filter[until]", until), ("page[before]", before)] {
+            for (k, v) in [
+                ("filter[event]", event),
+                ("filter[status]", status),
+                ("filter[endpoint]", endpoint),
+                ("filter[since]", since),
+                ("filter[until]", until),
+                ("page[before]", before),
+            ] {
                 if let Some(v) = v {
                     q.push(format!("{k}={}", enc(&v)));
                 }
             }
-            let v = api.call("GET", &format!("{}?{}", api.account_path("webhook-events"), q.join("&")), None).await?;
+            let v = api
+                .call(
+                    "GET",
+                    &format!("{}?{}", api.account_path("webhook-events"), q.join("&")),
+                    None,
+                )
+                .await?;
             if json_out {
                 print_json(&v);
             } else {
-                let rows: Vec<Vec<String>> = v["data"].as_array().map(|d| d.iter().map(event_row).collect()).unwrap_or_default();
+                let rows: Vec<Vec<String>> = v["data"]
+                    .as_array()
+                    .map(|d| d.iter().map(event_row).collect())
+                    .unwrap_or_default();
                 table(&["ID", "EVENT", "STATUS", "RECEIVED", "DELIVERIES"], &rows);
                 if let Some(next) = v["links"]["next"].as_str() {
-                    let cursor = next.split("page[before]=").nth(1).and_then(|c| c.split('&').next()).unwrap_or("");
+                    let cursor = next
+                        .split("page[before]=")
+                        .nth(1)
+                        .and_then(|c| c.split('&').next())
+                        .unwrap_or("");
                     println!("(more: --before {cursor})");
                 }
             }
@@ -272,26 +342,67 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
         EventsCmd::Show { api, id } => {
             let json_out = api.json;
             let api = Api::new(api)?;
-            let v = api.call("GET", &api.account_path(&format!("webhook-events/{}", enc(&id))), None).await?;
+            let v = api
+                .call(
+                    "GET",
+                    &api.account_path(&format!("webhook-events/{}", enc(&id))),
+                    None,
+                )
+                .await?;
             if json_out {
                 print_json(&v);
             } else {
                 let d = &v["data"];
                 let a = &d["attributes"];
-                println!("event    {}\ntype     {}\nstatus   {}\ncreated  {}\nreceived {}", s(&d["id"]), s(&a["event"]), s(&a["status"]), s(&a["created"]), s(&a["received"]));
+                println!(
+                    "event    {}\ntype     {}\nstatus   {}\ncreated  {}\nreceived {}",
+                    s(&d["id"]),
+                    s(&a["event"]),
+                    s(&a["status"]),
+                    s(&a["created"]),
+                    s(&a["received"])
+                );
                 let mut rows = Vec::new();
                 for del in a["deliveries"].as_array().into_iter().flatten() {
                     let attempts = del["attempts"].as_array().cloned().unwrap_or_default();
                     if attempts.is_empty() {
-                        rows.push(vec![s(&del["endpoint"]), s(&del["status"]), s(&del["webhookId"]), "-".into(), "-".into(), "-".into(), s(&del["reason"])]);
+                        rows.push(vec![
+                            s(&del["endpoint"]),
+                            s(&del["status"]),
+                            s(&del["webhookId"]),
+                            "-".into(),
+                            "-".into(),
+                            "-".into(),
+                            s(&del["reason"]),
+                        ]);
                     }
                     for (i, at) in attempts.iter().enumerate() {
-                        let result = if at["status"].is_null() { s(&at["error"]) } else { s(&at["status"]) };
-                        let excerpt: String = s(&at["responseBody"]).chars().take(60).collect::<String>().replace('\n', " ");
+                        let result = if at["status"].is_null() {
+                            s(&at["error"])
+                        } else {
+                            s(&at["status"])
+                        };
+                        let excerpt: String = s(&at["responseBody"])
+                            .chars()
+                            .take(60)
+                            .collect::<String>()
+                            .replace('\n', " ");
                         rows.push(vec![
-                            if i == 0 { s(&del["endpoint"]) } else { String::new() },
-                            if i == 0 { s(&del["status"]) } else { String::new() },
-                            if i == 0 { s(&del["webhookId"]) } else { String::new() },
+                            if i == 0 {
+                                s(&del["endpoint"])
+                            } else {
+                                String::new()
+                            },
+                            if i == 0 {
+                                s(&del["status"])
+                            } else {
+                                String::new()
+                            },
+                            if i == 0 {
+                                s(&del["webhookId"])
+                            } else {
+                                String::new()
+                            },
                             s(&at["at"]),
                             result,
                             format!("{:.1}ms", at["latencyMs"].as_f64().unwrap_or(0.0)),
@@ -300,7 +411,18 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
                     }
                 }
                 println!();
-                table(&["ENDPOINT", "STATUS", "WEBHOOK-ID", "ATTEMPT AT", "RESULT", "LATENCY", "RESPONSE"], &rows);
+                table(
+                    &[
+                        "ENDPOINT",
+                        "STATUS",
+                        "WEBHOOK-ID",
+                        "ATTEMPT AT",
+                        "RESULT",
+                        "LATENCY",
+                        "RESPONSE",
+                    ],
+                    &rows,
+                );
             }
         }
         EventsCmd::Retry { api, id, endpoint } => {
@@ -314,8 +436,20 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                let list: Vec<String> = v["meta"]["requeued"].as_array().into_iter().flatten().map(s).collect();
-                println!("re-queued event {id} to: {}", if list.is_empty() { "-".into() } else { list.join(", ") });
+                let list: Vec<String> = v["meta"]["requeued"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                println!(
+                    "re-queued event {id} to: {}",
+                    if list.is_empty() {
+                        "-".into()
+                    } else {
+                        list.join(", ")
+                    }
+                );
                 for sk in v["meta"]["skipped"].as_array().into_iter().flatten() {
                     println!("skipped {}: {}", s(&sk["endpoint"]), s(&sk["reason"]));
                 }
@@ -327,7 +461,12 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
 
 fn endpoint_row(e: &Value) -> Vec<String> {
     let a = &e["attributes"];
-    let subs: Vec<String> = a["subscriptions"].as_array().into_iter().flatten().map(s).collect();
+    let subs: Vec<String> = a["subscriptions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
     vec![
         s(&e["id"]),
         s(&a["url"]),
@@ -346,7 +485,10 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
             let json_out = api.json;
             let api = Api::new(api)?;
             let mut all = Vec::new();
-            let mut next = Some(format!("{}?page[size]=100", api.account_path("webhook-endpoints")));
+            let mut next = Some(format!(
+                "{}?page[size]=100",
+                api.account_path("webhook-endpoints")
+            ));
             let mut last = Value::Null;
             while let Some(path) = next {
                 let v = api.call("GET", &path, None).await?;
@@ -360,13 +502,35 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
                 print_json(&last);
             } else {
                 let rows: Vec<Vec<String>> = all.iter().map(endpoint_row).collect();
-                table(&["ID", "URL", "SUBSCRIPTIONS", "STATUS", "SOURCE", "FAILURES", "LAST SUCCESS", "LAST ERROR"], &rows);
+                table(
+                    &[
+                        "ID",
+                        "URL",
+                        "SUBSCRIPTIONS",
+                        "STATUS",
+                        "SOURCE",
+                        "FAILURES",
+                        "LAST SUCCESS",
+                        "LAST ERROR",
+                    ],
+                    &rows,
+                );
             }
         }
-        EndpointsCmd::Create { api, endpoint_url, id, subscriptions, secret, plugins, retry_schedule } => {
+        EndpointsCmd::Create {
+            api,
+            endpoint_url,
+            id,
+            subscriptions,
+            secret,
+            plugins,
+            retry_schedule,
+        } => {
             let json_out = api.json;
             let Some(target) = endpoint_url else {
-                bail!("give the receiver's URL with --endpoint-url https://… (--url is the router's address)");
+                bail!(
+                    "give the receiver's URL with --endpoint-url https://… (--url is the router's address)"
+                );
             };
             let api = Api::new(api)?;
             let mut attrs = json!({"url": target});
@@ -386,7 +550,9 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
                         None => (p.clone(), json!({})),
                         Some((n, c)) => (
                             n.to_string(),
-                            serde_json::from_str(c).with_context(|| format!("--plugin {n}=…: the config is not JSON"))?,
+                            serde_json::from_str(c).with_context(|| {
+                                format!("--plugin {n}=…: the config is not JSON")
+                            })?,
                         ),
                     };
                     list.push(json!({"name": name, "config": config}));
@@ -397,24 +563,56 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
             if let Some(id) = id {
                 doc["data"]["id"] = json!(id);
             }
-            let v = api.call("POST", &api.account_path("webhook-endpoints"), Some(doc)).await?;
+            let v = api
+                .call("POST", &api.account_path("webhook-endpoints"), Some(doc))
+                .await?;
             if json_out {
                 print_json(&v);
             } else {
-                table(&["ID", "URL", "SUBSCRIPTIONS", "STATUS", "SOURCE", "FAILURES", "LAST SUCCESS", "LAST ERROR"], &[endpoint_row(&v["data"])]);
-                println!("\nsecret: {}\n(shown only now: configure your receiver with it to verify webhook-signature)", s(&v["data"]["attributes"]["secret"]));
+                table(
+                    &[
+                        "ID",
+                        "URL",
+                        "SUBSCRIPTIONS",
+                        "STATUS",
+                        "SOURCE",
+                        "FAILURES",
+                        "LAST SUCCESS",
+                        "LAST ERROR",
+                    ],
+                    &[endpoint_row(&v["data"])],
+                );
+                println!(
+                    "\nsecret: {}\n(shown only now: configure your receiver with it to verify webhook-signature)",
+                    s(&v["data"]["attributes"]["secret"])
+                );
             }
         }
         EndpointsCmd::Ping { api, id } => {
             let json_out = api.json;
             let api = Api::new(api)?;
-            let v = api.call("POST", &api.account_path(&format!("webhook-endpoints/{}/actions/ping", enc(&id))), None).await?;
+            let v = api
+                .call(
+                    "POST",
+                    &api.account_path(&format!("webhook-endpoints/{}/actions/ping", enc(&id))),
+                    None,
+                )
+                .await?;
             if json_out {
                 print_json(&v);
             } else {
                 let a = &v["data"]["attributes"];
-                let result = if a["responseStatus"].is_null() { format!("error: {}", s(&a["error"])) } else { format!("HTTP {}", s(&a["responseStatus"])) };
-                println!("{} {result} in {} ms ({})", if a["ok"] == true { "ok" } else { "FAILED" }, s(&a["latencyMs"]), s(&a["status"]));
+                let result = if a["responseStatus"].is_null() {
+                    format!("error: {}", s(&a["error"]))
+                } else {
+                    format!("HTTP {}", s(&a["responseStatus"]))
+                };
+                println!(
+                    "{} {result} in {} ms ({})",
+                    if a["ok"] == true { "ok" } else { "FAILED" },
+                    s(&a["latencyMs"]),
+                    s(&a["status"])
+                );
                 if let Some(b) = a["responseBody"].as_str().filter(|b| !b.is_empty()) {
                     println!("response: {}", b.chars().take(200).collect::<String>());
                 }
@@ -423,12 +621,20 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
         EndpointsCmd::Recover { api, id, since } => {
             let json_out = api.json;
             let api = Api::new(api)?;
-            let path = format!("{}?since={}", api.account_path(&format!("webhook-endpoints/{}/actions/recover", enc(&id))), enc(&since));
+            let path = format!(
+                "{}?since={}",
+                api.account_path(&format!("webhook-endpoints/{}/actions/recover", enc(&id))),
+                enc(&since)
+            );
             let v = api.call("POST", &path, None).await?;
             if json_out {
                 print_json(&v);
             } else {
-                println!("re-queued {} failed deliveries of {id} (events scanned: {})", s(&v["meta"]["requeued"]), s(&v["meta"]["eventsScanned"]));
+                println!(
+                    "re-queued {} failed deliveries of {id} (events scanned: {})",
+                    s(&v["meta"]["requeued"]),
+                    s(&v["meta"]["eventsScanned"])
+                );
             }
         }
     }

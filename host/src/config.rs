@@ -111,7 +111,9 @@ pub struct EndpointSpec {
 impl EndpointSpec {
     /// Whether this endpoint subscribes to `event_type`.
     pub fn subscribes(&self, event_type: &str) -> bool {
-        self.subscriptions.iter().any(|p| pattern_matches(p, event_type))
+        self.subscriptions
+            .iter()
+            .any(|p| pattern_matches(p, event_type))
     }
 
     /// The internal 16-byte id: a UUID v5 of account and endpoint id, stable
@@ -148,11 +150,14 @@ pub fn check_pattern(p: &str) -> Result<(), String> {
     let ok = !p.is_empty()
         && p.len() <= 128
         && (stars == 0 || p == "*" || (stars == 1 && p.ends_with(".*") && p.len() > 2))
-        && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
     if ok {
         Ok(())
     } else {
-        Err(format!("subscription {p:?} is not valid: use \"*\", \"family.*\" or an exact event type such as \"license.created\""))
+        Err(format!(
+            "subscription {p:?} is not valid: use \"*\", \"family.*\" or an exact event type such as \"license.created\""
+        ))
     }
 }
 
@@ -308,11 +313,17 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.source[..offset.min(self.source.len())].matches('\n').count() + 1
+        self.source[..offset.min(self.source.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
     fn err(&mut self, location: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError { location: location.into(), message: message.into() });
+        self.errors.push(ConfigError {
+            location: location.into(),
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, loc: &str, v: &Option<String>, default: Duration) -> Duration {
@@ -321,7 +332,12 @@ impl Checker<'_> {
             Some(s) => match humantime::parse_duration(s) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.err(loc, format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\", \"2h\""));
+                    self.err(
+                        loc,
+                        format!(
+                            "{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\", \"2h\""
+                        ),
+                    );
                     default
                 }
             },
@@ -334,7 +350,10 @@ impl Checker<'_> {
             Some(s) => match parse_size(s) {
                 Some(n) => n,
                 None => {
-                    self.err(loc, format!("{s:?} is not a size; write e.g. \"1MiB\", \"512KiB\", \"32MiB\""));
+                    self.err(
+                        loc,
+                        format!("{s:?} is not a size; write e.g. \"1MiB\", \"512KiB\", \"32MiB\""),
+                    );
                     default
                 }
             },
@@ -342,17 +361,29 @@ impl Checker<'_> {
     }
 
     /// A value given inline or through an environment variable.
-    fn secret(&mut self, loc: &str, name: &str, inline: &Option<String>, env: &Option<String>) -> Option<String> {
+    fn secret(
+        &mut self,
+        loc: &str,
+        name: &str,
+        inline: &Option<String>,
+        env: &Option<String>,
+    ) -> Option<String> {
         match (inline, env) {
             (Some(_), Some(_)) => {
-                self.err(loc, format!("give either `{name}` or `{name}_env`, not both"));
+                self.err(
+                    loc,
+                    format!("give either `{name}` or `{name}_env`, not both"),
+                );
                 None
             }
             (Some(v), None) => Some(v.clone()),
             (None, Some(var)) => match self.env.var(var) {
                 Some(v) if !v.is_empty() => Some(v),
                 _ => {
-                    self.err(loc, format!("`{name}_env` names {var}, which is not set in the environment"));
+                    self.err(
+                        loc,
+                        format!("`{name}_env` names {var}, which is not set in the environment"),
+                    );
                     None
                 }
             },
@@ -397,7 +428,10 @@ impl Config {
     /// anchors relative paths (`data_dir`, `plugins.dir`) — they stay
     /// relative to the working directory, as users expect from a CLI.
     pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let fail = |errors| ConfigErrors { path: path.to_path_buf(), errors };
+        let fail = |errors| ConfigErrors {
+            path: path.to_path_buf(),
+            errors,
+        };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let location = match e.span() {
                 Some(span) => {
@@ -408,12 +442,17 @@ impl Config {
             };
             // Some toml errors carry no message of their own (e.g. a lone CR).
             let message = match e.message().trim() {
-                "" => "invalid TOML here (a stray character such as a lone carriage return?)".to_string(),
+                "" => "invalid TOML here (a stray character such as a lone carriage return?)"
+                    .to_string(),
                 m => m.to_string(),
             };
             fail(vec![ConfigError { location, message }])
         })?;
-        let mut c = Checker { source: text, errors: Vec::new(), env };
+        let mut c = Checker {
+            source: text,
+            errors: Vec::new(),
+            env,
+        };
 
         // [server]
         let s = &raw.server;
@@ -421,7 +460,10 @@ impl Config {
         let listen = match listen.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                c.err("server.listen", format!("{listen:?} is not an address; write e.g. \"127.0.0.1:8686\""));
+                c.err(
+                    "server.listen",
+                    format!("{listen:?} is not an address; write e.g. \"127.0.0.1:8686\""),
+                );
                 SocketAddr::from(([127, 0, 0, 1], 8686))
             }
         };
@@ -429,7 +471,10 @@ impl Config {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => {
-                c.err("server.log_format", format!("{other:?} is not a log format; use \"text\" or \"json\""));
+                c.err(
+                    "server.log_format",
+                    format!("{other:?} is not a log format; use \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         };
@@ -441,19 +486,33 @@ impl Config {
         }
         let server = ServerConfig {
             listen,
-            data_dir: s.data_dir.clone().unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: s
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("./data")),
             max_body: c.size("server.max_body", &s.max_body, 1 << 20) as usize,
-            header_timeout: c.duration("server.header_timeout", &s.header_timeout, Duration::from_secs(10)),
+            header_timeout: c.duration(
+                "server.header_timeout",
+                &s.header_timeout,
+                Duration::from_secs(10),
+            ),
             admin_token,
             log_format,
             cache_bytes: c.size("server.cache_size", &s.cache_size, 8 << 20),
-            retention: c.duration("server.retention", &s.retention, Duration::from_secs(30 * 86400)),
+            retention: c.duration(
+                "server.retention",
+                &s.retention,
+                Duration::from_secs(30 * 86400),
+            ),
         };
 
         // [plugins]
         let p = &raw.plugins;
         let plugins = PluginsConfig {
-            dir: p.dir.clone().unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            dir: p
+                .dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("plugins/dist")),
             deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
             memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
             max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
@@ -474,11 +533,22 @@ impl Config {
             max_in_flight: d.max_in_flight.unwrap_or(32),
             retry_schedule: default_schedule,
             ca_file: d.ca_file.clone(),
-            max_retry_after: c.duration("delivery.max_retry_after", &d.max_retry_after, Duration::from_secs(3600)),
-            disable_after: c.duration("delivery.disable_after", &d.disable_after, Duration::from_secs(5 * 86400)),
+            max_retry_after: c.duration(
+                "delivery.max_retry_after",
+                &d.max_retry_after,
+                Duration::from_secs(3600),
+            ),
+            disable_after: c.duration(
+                "delivery.disable_after",
+                &d.disable_after,
+                Duration::from_secs(5 * 86400),
+            ),
         };
         if !(1..=MAX_IN_FLIGHT).contains(&delivery.max_in_flight) {
-            c.err("delivery.max_in_flight", format!("must be 1 to {MAX_IN_FLIGHT}"));
+            c.err(
+                "delivery.max_in_flight",
+                format!("must be 1 to {MAX_IN_FLIGHT}"),
+            );
         }
 
         // [[accounts]]
@@ -506,7 +576,12 @@ impl Config {
                     String::new()
                 }
             };
-            let key = c.secret(&loc, "keygen_signing_key", &a.keygen_signing_key, &a.keygen_signing_key_env);
+            let key = c.secret(
+                &loc,
+                "keygen_signing_key",
+                &a.keygen_signing_key,
+                &a.keygen_signing_key_env,
+            );
             let keygen_key = match key.map(|k| KeygenKey::from_hex(&k)) {
                 None => None,
                 Some(Ok(k)) => Some(k),
@@ -515,7 +590,11 @@ impl Config {
                     None
                 }
             };
-            accounts.push(Account { id: a.id.clone(), token, keygen_key });
+            accounts.push(Account {
+                id: a.id.clone(),
+                token,
+                keygen_key,
+            });
         }
 
         // [[endpoints]]
@@ -533,7 +612,10 @@ impl Config {
             }
             let account = accounts.iter().find(|a| a.id == e.account);
             if account.is_none() {
-                c.err(&loc, format!("account {:?} is not declared in [[accounts]]", e.account));
+                c.err(
+                    &loc,
+                    format!("account {:?} is not declared in [[accounts]]", e.account),
+                );
             }
             if let Err(msg) = guard::check_url(&e.url, &delivery.policy) {
                 c.err(&loc, format!("url: {msg}"));
@@ -561,7 +643,10 @@ impl Config {
                     SecretSet::default()
                 }
             };
-            let sigs = e.signatures.clone().unwrap_or_else(|| vec!["standard".into()]);
+            let sigs = e
+                .signatures
+                .clone()
+                .unwrap_or_else(|| vec!["standard".into()]);
             let mut standard_signature = false;
             let mut keygen_signature = false;
             for s in &sigs {
@@ -575,10 +660,13 @@ impl Config {
                 c.err(&loc, "the \"standard\" signature needs `secret` (or `secret_env`/`secrets`): a whsec_… value");
             }
             if keygen_signature && account.is_some_and(|a| a.keygen_key.is_none()) {
-                c.err(&loc, format!(
-                    "the \"keygen\" signature needs `keygen_signing_key` on account {:?}",
-                    e.account
-                ));
+                c.err(
+                    &loc,
+                    format!(
+                        "the \"keygen\" signature needs `keygen_signing_key` on account {:?}",
+                        e.account
+                    ),
+                );
             }
             let mut plugins = Vec::new();
             for (j, p) in e.plugins.iter().enumerate() {
@@ -595,7 +683,10 @@ impl Config {
                 if p.name.is_empty() || p.name.contains(['/', '\\']) {
                     c.err(&loc, format!("plugins[{j}].name {:?} is not a plugin name (the file stem in the plugins folder)", p.name));
                 }
-                plugins.push(PluginRef { name: p.name.clone(), config });
+                plugins.push(PluginRef {
+                    name: p.name.clone(),
+                    config,
+                });
             }
             let retry_schedule = match &e.retry_schedule {
                 None => delivery.retry_schedule.clone(),
@@ -626,7 +717,14 @@ impl Config {
         if !c.errors.is_empty() {
             return Err(fail(c.errors));
         }
-        Ok(Config { path: path.to_path_buf(), server, plugins, delivery, accounts, endpoints })
+        Ok(Config {
+            path: path.to_path_buf(),
+            server,
+            plugins,
+            delivery,
+            accounts,
+            endpoints,
+        })
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -650,8 +748,13 @@ pub fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(format!("{id:?} may only contain letters, digits, '-', '_' and '.'"));
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{id:?} may only contain letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }
@@ -685,7 +788,10 @@ mod tests {
     struct MapEnv(Vec<(&'static str, &'static str)>);
     impl Env for MapEnv {
         fn var(&self, name: &str) -> Option<String> {
-            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
         }
     }
 
@@ -746,7 +852,12 @@ subscriptions = ["lic*"]
 
     #[test]
     fn syntax_error_has_a_line() {
-        let errs = Config::parse(Path::new("t.toml"), "[server]\nlisten = \n", &MapEnv(vec![])).unwrap_err();
+        let errs = Config::parse(
+            Path::new("t.toml"),
+            "[server]\nlisten = \n",
+            &MapEnv(vec![]),
+        )
+        .unwrap_err();
         assert_eq!(errs.errors[0].location, "2");
         let errs = Config::parse(Path::new("t.toml"), "[servr]\n", &MapEnv(vec![])).unwrap_err();
         assert!(errs.to_string().contains("servr"));

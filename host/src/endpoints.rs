@@ -43,7 +43,10 @@ impl StoredEndpoint {
             plugins: self
                 .plugins
                 .iter()
-                .map(|(name, config)| PluginRef { name: name.clone(), config: config.clone() })
+                .map(|(name, config)| PluginRef {
+                    name: name.clone(),
+                    config: config.clone(),
+                })
                 .collect(),
             retry_schedule: self.retry_schedule.clone(),
             timeout: Duration::from_millis(self.timeout_ms),
@@ -62,7 +65,11 @@ impl StoredEndpoint {
             secrets: spec.secrets.clone(),
             standard_signature: spec.standard_signature,
             keygen_signature: spec.keygen_signature,
-            plugins: spec.plugins.iter().map(|p| (p.name.clone(), p.config.clone())).collect(),
+            plugins: spec
+                .plugins
+                .iter()
+                .map(|p| (p.name.clone(), p.config.clone()))
+                .collect(),
             retry_schedule: spec.retry_schedule.clone(),
             timeout_ms: spec.timeout.as_millis() as u64,
             max_in_flight: spec.max_in_flight,
@@ -78,7 +85,10 @@ pub fn load_all(store: &Store) -> anyhow::Result<Vec<EndpointSpec>> {
     let mut out = Vec::new();
     for (k, v) in store.scan_raw(b"n/")? {
         let e: StoredEndpoint = serde_json::from_slice(&v).map_err(|e| {
-            anyhow::anyhow!("stored endpoint {} is unreadable: {e}", String::from_utf8_lossy(&k))
+            anyhow::anyhow!(
+                "stored endpoint {} is unreadable: {e}",
+                String::from_utf8_lossy(&k)
+            )
         })?;
         out.push(e.to_spec());
     }
@@ -96,7 +106,10 @@ pub fn get(store: &Store, account: &str, id: &str) -> anyhow::Result<Option<Stor
 
 /// Saves (durably) an API endpoint.
 pub fn save(store: &Store, e: &StoredEndpoint) -> anyhow::Result<()> {
-    store.put_raw(&keys::api_endpoint(&e.account, &e.id), &serde_json::to_vec(e)?)?;
+    store.put_raw(
+        &keys::api_endpoint(&e.account, &e.id),
+        &serde_json::to_vec(e)?,
+    )?;
     Ok(())
 }
 

@@ -87,16 +87,22 @@ fn json_error(e: serde_json::Error) -> ApiError {
     if msg.contains("unknown field") {
         return ApiError::bad_request(
             "Invalid event",
-            format!("{msg}; an event is {{\"event\", \"payload\", \"id\"?, \"created\"?}} or a Keygen webhook-event envelope"),
+            format!(
+                "{msg}; an event is {{\"event\", \"payload\", \"id\"?, \"created\"?}} or a Keygen webhook-event envelope"
+            ),
             None,
         );
     }
-    ApiError::bad_request("Malformed JSON", format!("the body is not valid JSON: {msg}"), None)
+    ApiError::bad_request(
+        "Malformed JSON",
+        format!("the body is not valid JSON: {msg}"),
+        None,
+    )
 }
 
 fn string_member(raw: &RawValue, pointer: &str, max: usize) -> Result<String, ApiError> {
-    let s: String = serde_json::from_str(raw.get())
-        .map_err(|_| bad("must be a string", pointer))?;
+    let s: String =
+        serde_json::from_str(raw.get()).map_err(|_| bad("must be a string", pointer))?;
     if s.is_empty() || s.len() > max {
         return Err(bad(format!("must be 1 to {max} characters"), pointer));
     }
@@ -107,7 +113,8 @@ fn string_member(raw: &RawValue, pointer: &str, max: usize) -> Result<String, Ap
 pub fn check_event_type(t: &str, pointer: &str) -> Result<(), ApiError> {
     let ok = !t.is_empty()
         && t.len() <= MAX_TYPE
-        && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
         && !t.starts_with('.')
         && !t.ends_with('.')
         && !t.contains("..");
@@ -115,7 +122,9 @@ pub fn check_event_type(t: &str, pointer: &str) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(bad(
-            format!("{t:?} is not an event type: lower-case words separated by dots, e.g. \"license.created\""),
+            format!(
+                "{t:?} is not an event type: lower-case words separated by dots, e.g. \"license.created\""
+            ),
             pointer,
         ))
     }
@@ -124,7 +133,12 @@ pub fn check_event_type(t: &str, pointer: &str) -> Result<(), ApiError> {
 /// Parses an RFC 3339 timestamp to Unix ms.
 pub fn parse_time(s: &str, pointer: &str) -> Result<i64, ApiError> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| bad(format!("{s:?} is not an RFC 3339 time such as \"2024-05-01T12:00:00Z\""), pointer))?;
+        .map_err(|_| {
+            bad(
+                format!("{s:?} is not an RFC 3339 time such as \"2024-05-01T12:00:00Z\""),
+                pointer,
+            )
+        })?;
     let ms = t.unix_timestamp_nanos() / 1_000_000;
     i64::try_from(ms).map_err(|_| bad("time out of range", pointer))
 }
@@ -133,7 +147,10 @@ pub fn parse_time(s: &str, pointer: &str) -> Result<i64, ApiError> {
 fn check_document(text: &str, pointer: &str) -> Result<(), ApiError> {
     let trimmed = text.trim_start();
     if !trimmed.starts_with('{') {
-        return Err(bad("must be a JSON object: the resource document {\"data\": {...}}", pointer));
+        return Err(bad(
+            "must be a JSON object: the resource document {\"data\": {...}}",
+            pointer,
+        ));
     }
     // Skipping a value (RawValue) does not check string escapes: a lone
     // surrogate such as "\ud800" passes it, and every plugin and receiver
@@ -145,8 +162,13 @@ fn check_document(text: &str, pointer: &str) -> Result<(), ApiError> {
 
 /// Parses and validates an ingest body.
 pub fn parse(body: &[u8]) -> Result<ParsedEvent, ApiError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| ApiError::bad_request("Malformed JSON", format!("the body is not UTF-8: {e}"), None))?;
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::bad_request(
+            "Malformed JSON",
+            format!("the body is not UTF-8: {e}"),
+            None,
+        )
+    })?;
     let native: Native<'_> = serde_json::from_str(text).map_err(json_error)?;
     if let Some(data) = native.data {
         if native.event.is_some() || native.payload.is_some() {
@@ -158,52 +180,95 @@ pub fn parse(body: &[u8]) -> Result<ParsedEvent, ApiError> {
         }
         return parse_keygen(data);
     }
-    let event = native
-        .event
-        .ok_or_else(|| bad("is required: the event type, e.g. \"license.created\"", "/event"))?;
+    let event = native.event.ok_or_else(|| {
+        bad(
+            "is required: the event type, e.g. \"license.created\"",
+            "/event",
+        )
+    })?;
     let event_type = string_member(event, "/event", MAX_TYPE)?;
     check_event_type(&event_type, "/event")?;
-    let payload = native
-        .payload
-        .ok_or_else(|| bad("is required: the resource document {\"data\": {...}}", "/payload"))?;
+    let payload = native.payload.ok_or_else(|| {
+        bad(
+            "is required: the resource document {\"data\": {...}}",
+            "/payload",
+        )
+    })?;
     check_document(payload.get(), "/payload")?;
-    let source_id = native.id.map(|v| string_member(v, "/id", MAX_ID)).transpose()?;
+    let source_id = native
+        .id
+        .map(|v| string_member(v, "/id", MAX_ID))
+        .transpose()?;
     let created_ms = match native.created {
         None => None,
         Some(v) => Some(parse_time(&string_member(v, "/created", 64)?, "/created")?),
     };
-    Ok(ParsedEvent { event_type, payload: payload.get().as_bytes().to_vec(), source_id, created_ms })
+    Ok(ParsedEvent {
+        event_type,
+        payload: payload.get().as_bytes().to_vec(),
+        source_id,
+        created_ms,
+    })
 }
 
 fn parse_keygen(data: &RawValue) -> Result<ParsedEvent, ApiError> {
-    let d: KeygenData<'_> = serde_json::from_str(data.get()).map_err(|e| bad(format!("{e}"), "/data"))?;
+    let d: KeygenData<'_> =
+        serde_json::from_str(data.get()).map_err(|e| bad(format!("{e}"), "/data"))?;
     if d.kind.as_deref() != Some("webhook-events") {
-        return Err(bad("must be \"webhook-events\" for a Keygen envelope", "/data/type"));
+        return Err(bad(
+            "must be \"webhook-events\" for a Keygen envelope",
+            "/data/type",
+        ));
     }
-    let attrs = d.attributes.ok_or_else(|| bad("is required", "/data/attributes"))?;
-    let a: KeygenAttributes = serde_json::from_str(attrs.get()).map_err(|e| bad(format!("{e}"), "/data/attributes"))?;
-    let event_type = a.event.ok_or_else(|| bad("is required", "/data/attributes/event"))?;
+    let attrs = d
+        .attributes
+        .ok_or_else(|| bad("is required", "/data/attributes"))?;
+    let a: KeygenAttributes =
+        serde_json::from_str(attrs.get()).map_err(|e| bad(format!("{e}"), "/data/attributes"))?;
+    let event_type = a
+        .event
+        .ok_or_else(|| bad("is required", "/data/attributes/event"))?;
     check_event_type(&event_type, "/data/attributes/event")?;
-    let payload = a
-        .payload
-        .ok_or_else(|| bad("is required: the resource document as a JSON string", "/data/attributes/payload"))?;
-    let doc: &RawValue = serde_json::from_str(&payload)
-        .map_err(|e| bad(format!("is not a JSON document: {e}"), "/data/attributes/payload"))?;
+    let payload = a.payload.ok_or_else(|| {
+        bad(
+            "is required: the resource document as a JSON string",
+            "/data/attributes/payload",
+        )
+    })?;
+    let doc: &RawValue = serde_json::from_str(&payload).map_err(|e| {
+        bad(
+            format!("is not a JSON document: {e}"),
+            "/data/attributes/payload",
+        )
+    })?;
     check_document(doc.get(), "/data/attributes/payload")?;
     let token = match d.meta {
-        Some(m) => serde_json::from_str::<KeygenMeta>(m.get())
-            .map_err(|e| bad(format!("{e}"), "/data/meta"))?
-            .idempotency_token,
+        Some(m) => {
+            serde_json::from_str::<KeygenMeta>(m.get())
+                .map_err(|e| bad(format!("{e}"), "/data/meta"))?
+                .idempotency_token
+        }
         None => None,
     };
     let source_id = token.or(d.id);
     if let Some(id) = &source_id {
         if id.is_empty() || id.len() > MAX_ID {
-            return Err(bad(format!("must be 1 to {MAX_ID} characters"), "/data/meta/idempotencyToken"));
+            return Err(bad(
+                format!("must be 1 to {MAX_ID} characters"),
+                "/data/meta/idempotencyToken",
+            ));
         }
     }
-    let created_ms = a.created.map(|c| parse_time(&c, "/data/attributes/created")).transpose()?;
-    Ok(ParsedEvent { event_type, payload: doc.get().as_bytes().to_vec(), source_id, created_ms })
+    let created_ms = a
+        .created
+        .map(|c| parse_time(&c, "/data/attributes/created"))
+        .transpose()?;
+    Ok(ParsedEvent {
+        event_type,
+        payload: doc.get().as_bytes().to_vec(),
+        source_id,
+        created_ms,
+    })
 }
 
 #[cfg(test)]
@@ -241,11 +306,26 @@ mod tests {
     #[test]
     fn errors_point_at_the_member() {
         assert_eq!(pointer_of(br#"{"payload":{}}"#).as_deref(), Some("/event"));
-        assert_eq!(pointer_of(br#"{"event":"x.y"}"#).as_deref(), Some("/payload"));
-        assert_eq!(pointer_of(br#"{"event":"X Y","payload":{}}"#).as_deref(), Some("/event"));
-        assert_eq!(pointer_of(br#"{"event":"a.b","payload":[1]}"#).as_deref(), Some("/payload"));
-        assert_eq!(pointer_of(br#"{"event":"a.b","payload":{},"created":"yesterday"}"#).as_deref(), Some("/created"));
-        assert_eq!(pointer_of(br#"{"event":7,"payload":{}}"#).as_deref(), Some("/event"));
+        assert_eq!(
+            pointer_of(br#"{"event":"x.y"}"#).as_deref(),
+            Some("/payload")
+        );
+        assert_eq!(
+            pointer_of(br#"{"event":"X Y","payload":{}}"#).as_deref(),
+            Some("/event")
+        );
+        assert_eq!(
+            pointer_of(br#"{"event":"a.b","payload":[1]}"#).as_deref(),
+            Some("/payload")
+        );
+        assert_eq!(
+            pointer_of(br#"{"event":"a.b","payload":{},"created":"yesterday"}"#).as_deref(),
+            Some("/created")
+        );
+        assert_eq!(
+            pointer_of(br#"{"event":7,"payload":{}}"#).as_deref(),
+            Some("/event")
+        );
     }
 
     #[test]
@@ -256,7 +336,11 @@ mod tests {
         assert!(parse(b"\xff\xfe").is_err());
         assert!(parse(b"{").is_err());
         assert!(parse(br#"{"event":"a.b","payload":{},"extra":1}"#).is_err());
-        let deep = format!("{{\"event\":\"a.b\",\"payload\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(
+            "{{\"event\":\"a.b\",\"payload\":{}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
         assert!(parse(deep.as_bytes()).is_err());
         assert!(parse(br#"{"event":"a.b","payload":{"n":1e999}}"#).is_err());
         // A lone surrogate escape passes RawValue but no real JSON parser.

@@ -34,8 +34,16 @@ pub async fn run(opts: ListenOptions) -> anyhow::Result<()> {
     eprintln!(
         "switchyard listen: receiving on http://{}/ (signature check: {}{})",
         listener.local_addr()?,
-        if opts.secret.is_some() { "standard" } else { "none" },
-        if opts.keygen_public_key.is_some() { " + keygen" } else { "" }
+        if opts.secret.is_some() {
+            "standard"
+        } else {
+            "none"
+        },
+        if opts.keygen_public_key.is_some() {
+            " + keygen"
+        } else {
+            ""
+        }
     );
     let opts = std::sync::Arc::new(opts);
     loop {
@@ -88,7 +96,11 @@ async fn handle(o: &ListenOptions, req: Request<Incoming>) -> Response<Full<Byte
         (Some(_), None) => "missing".to_string(),
         (Some(pk), Some(sig)) => {
             let host = header(&parts, "host").unwrap_or("");
-            let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
             let date = header(&parts, "date").unwrap_or("");
             let digest = header(&parts, "digest").unwrap_or("");
             match signing::verify_keygen(pk, sig, host, path, date, digest, &body) {
@@ -97,12 +109,16 @@ async fn handle(o: &ListenOptions, req: Request<Incoming>) -> Response<Full<Byte
             }
         }
     };
-    let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     let event = parsed
         .pointer("/data/attributes/event")
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let ok = !standard.starts_with("invalid") && standard != "missing" && !keygen.starts_with("invalid") && keygen != "missing";
+    let ok = !standard.starts_with("invalid")
+        && standard != "missing"
+        && !keygen.starts_with("invalid")
+        && keygen != "missing";
     let mut line = json!({
         "path": parts.uri.path(),
         "webhook_id": id,
@@ -112,7 +128,11 @@ async fn handle(o: &ListenOptions, req: Request<Incoming>) -> Response<Full<Byte
         "keygen_signature": keygen,
     });
     if o.show_body {
-        line["body"] = if parsed.is_null() { json!(String::from_utf8_lossy(&body)) } else { parsed };
+        line["body"] = if parsed.is_null() {
+            json!(String::from_utf8_lossy(&body))
+        } else {
+            parsed
+        };
     }
     println!("{line}");
     if ok {

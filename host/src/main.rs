@@ -12,7 +12,11 @@ use switchyard::plugins::{self, RuntimeSettings};
 use switchyard::signing::{KeygenKey, Secret};
 
 #[derive(Parser)]
-#[command(name = "switchyard", version, about = "Webhook event router: durable ingest, wasm plugins, signed delivery with retry")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Webhook event router: durable ingest, wasm plugins, signed delivery with retry"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,7 +150,9 @@ fn main() -> ExitCode {
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn print_json(v: &serde_json::Value) {
@@ -165,9 +171,21 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Events(cmd) => switchyard::cli::run_events(cmd)?,
         Command::Endpoints(cmd) => switchyard::cli::run_endpoints(cmd)?,
         Command::Config(ConfigCmd::Check { config }) => return config_check(&config),
-        Command::Plugin(PluginCmd::Run { plugin, event, config, sandbox, plugins_dir }) => {
+        Command::Plugin(PluginCmd::Run {
+            plugin,
+            event,
+            config,
+            sandbox,
+            plugins_dir,
+        }) => {
             init_cli_logging();
-            let out = plugins::cli::cli_run(&plugin, &event, config.as_deref(), sandbox.settings(), Some(&plugins_dir))?;
+            let out = plugins::cli::cli_run(
+                &plugin,
+                &event,
+                config.as_deref(),
+                sandbox.settings(),
+                Some(&plugins_dir),
+            )?;
             print_json(&out);
         }
         Command::Plugin(PluginCmd::Check { path, sandbox }) => {
@@ -177,9 +195,9 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(KeysCmd::Public { account, config }) => {
             let c = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let a = c
-                .account(&account)
-                .ok_or_else(|| anyhow::anyhow!("account {account:?} is not in {}", config.display()))?;
+            let a = c.account(&account).ok_or_else(|| {
+                anyhow::anyhow!("account {account:?} is not in {}", config.display())
+            })?;
             let key = a.keygen_key.as_ref().ok_or_else(|| {
                 anyhow::anyhow!(
                     "account {account:?} has no keygen_signing_key; generate one with `switchyard keys generate`"
@@ -189,21 +207,31 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(KeysCmd::Generate) => {
             let k = KeygenKey::generate();
-            print_json(&serde_json::json!({"keygen_signing_key": k.seed_hex(), "public_key": k.public_hex()}));
+            print_json(
+                &serde_json::json!({"keygen_signing_key": k.seed_hex(), "public_key": k.public_hex()}),
+            );
         }
         Command::Keys(KeysCmd::Secret) => println!("{}", Secret::generate().encode()),
-        Command::Listen { listen, secret, keygen_public_key, status, body } => {
+        Command::Listen {
+            listen,
+            secret,
+            keygen_public_key,
+            status,
+            body,
+        } => {
             let secret = secret
                 .map(|s| Secret::parse(&s))
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--secret: {e}"))?;
-            tokio_runtime()?.block_on(switchyard::listen::run(switchyard::listen::ListenOptions {
-                listen,
-                secret,
-                keygen_public_key,
-                status,
-                show_body: body,
-            }))?;
+            tokio_runtime()?.block_on(switchyard::listen::run(
+                switchyard::listen::ListenOptions {
+                    listen,
+                    secret,
+                    keygen_public_key,
+                    status,
+                    show_body: body,
+                },
+            ))?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -213,7 +241,10 @@ fn init_cli_logging() {
     // Plugin log lines go to stderr; stdout stays one JSON object.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard::plugins=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {

@@ -21,7 +21,10 @@ pub struct LiveEndpoint {
 
 impl std::fmt::Debug for LiveEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveEndpoint").field("id", &self.spec.id).field("account", &self.spec.account).finish()
+        f.debug_struct("LiveEndpoint")
+            .field("id", &self.spec.id)
+            .field("account", &self.spec.account)
+            .finish()
     }
 }
 
@@ -30,14 +33,23 @@ impl LiveEndpoint {
     /// config is an error; a plugin not loaded yet binds lazily.
     pub fn build(spec: EndpointSpec, runtime: &PluginRuntime) -> Result<LiveEndpoint, PluginError> {
         let uri: http::Uri = spec.url.parse().map_err(|e| {
-            PluginError::new("-", crate::plugins::PluginErrorKind::BadConfig, format!("url {:?}: {e}", spec.url))
+            PluginError::new(
+                "-",
+                crate::plugins::PluginErrorKind::BadConfig,
+                format!("url {:?}: {e}", spec.url),
+            )
         })?;
         let chain = spec
             .plugins
             .iter()
             .map(|p| runtime.bind(&p.name, &p.config))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(LiveEndpoint { uid: spec.uid(), uri, chain, spec })
+        Ok(LiveEndpoint {
+            uid: spec.uid(),
+            uri,
+            chain,
+            spec,
+        })
     }
 }
 
@@ -74,7 +86,10 @@ impl Snapshot {
 
     fn insert(&mut self, ep: Arc<LiveEndpoint>) {
         self.by_uid.insert(ep.uid, ep.clone());
-        self.by_account.entry(ep.spec.account.clone()).or_default().push(ep);
+        self.by_account
+            .entry(ep.spec.account.clone())
+            .or_default()
+            .push(ep);
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -82,7 +97,10 @@ impl Snapshot {
     }
 
     pub fn endpoints(&self, account: &str) -> &[Arc<LiveEndpoint>] {
-        self.by_account.get(account).map(Vec::as_slice).unwrap_or(&[])
+        self.by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn endpoint(&self, account: &str, id: &str) -> Option<&Arc<LiveEndpoint>> {
@@ -129,11 +147,16 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(snap: Snapshot) -> Self {
-        Registry { current: RwLock::new(Arc::new(snap)) }
+        Registry {
+            current: RwLock::new(Arc::new(snap)),
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn replace(&self, snap: Snapshot) -> Arc<Snapshot> {

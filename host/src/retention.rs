@@ -33,7 +33,8 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                     info!(deleted = n, "retention: old events deleted");
                 }
             }
-            let every = (state.config().server.retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            let every = (state.config().server.retention / 2)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
             tokio::time::sleep(every).await;
         }
     })

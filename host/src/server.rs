@@ -22,11 +22,11 @@ use crate::api::{self, ApiError, Body};
 use crate::config::Config;
 use crate::delivery::Dispatcher;
 use crate::delivery::envelope::rfc3339;
+use crate::ingest;
 use crate::plugins::PluginRuntime;
 use crate::registry::Registry;
 use crate::store::{EventRecord, NewEvent, Store, now_ms};
 use crate::telemetry::{Gauges, Metrics};
-use crate::ingest;
 
 /// Everything a request handler may touch.
 pub struct AppState {
@@ -41,7 +41,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -88,7 +91,10 @@ pub async fn serve(
         });
     }
     state.accepting.store(false, Ordering::SeqCst);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("open connections did not finish within the grace period");
     }
 }
@@ -136,7 +142,14 @@ fn readyz(state: &AppState) -> Response<Body> {
     let store_error = state.store.write_error();
     let ready = accepting && store_error.is_none();
     let body = json!({"ready": ready, "accepting": accepting, "plugins_failed": failed, "store_error": store_error});
-    api::document(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &body)
+    api::document(
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        &body,
+    )
 }
 
 /// How long a count of the due index serves scrapes. Counting scans every
@@ -146,7 +159,8 @@ fn readyz(state: &AppState) -> Response<Body> {
 const DUE_COUNT_TTL: Duration = Duration::from_secs(5);
 
 type DueDepths = Vec<(String, String, u64)>;
-static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> = std::sync::Mutex::new(None);
+static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> =
+    std::sync::Mutex::new(None);
 
 fn metrics(state: &AppState) -> Response<Body> {
     let snap = state.registry.snapshot();
@@ -170,7 +184,13 @@ fn metrics(state: &AppState) -> Response<Body> {
                 let v: DueDepths = snap
                     .by_uid
                     .values()
-                    .map(|ep| (ep.spec.account.clone(), ep.spec.id.clone(), state.store.due_count(ep.uid) as u64))
+                    .map(|ep| {
+                        (
+                            ep.spec.account.clone(),
+                            ep.spec.id.clone(),
+                            state.store.due_count(ep.uid) as u64,
+                        )
+                    })
                     .collect();
                 *cache = Some((Instant::now(), key, v.clone()));
                 v
@@ -183,23 +203,46 @@ fn metrics(state: &AppState) -> Response<Body> {
         store_bytes: state.store.size_on_disk(),
         plugin_reloads: stats.reloads,
         plugin_load_failures: stats.load_failures,
-        plugins_loaded: state.runtime.statuses().iter().filter(|s| !s.sha256.is_empty()).count() as u64,
+        plugins_loaded: state
+            .runtime
+            .statuses()
+            .iter()
+            .filter(|s| !s.sha256.is_empty())
+            .count() as u64,
         in_flight: state.dispatcher.in_flight(),
     };
-    api::text(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.render(&g))
+    api::text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        state.metrics.render(&g),
+    )
 }
 
 /// Reads a body up to `limit` bytes; 413 past it (also for chunked bodies).
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
-        if len.to_str().ok().and_then(|s| s.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        if len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
             return Err(too_large(limit));
         }
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
-        Err(e) => Err(ApiError::bad_request("Incomplete body", format!("reading the body failed: {e}"), None)),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "Incomplete body",
+            format!("reading the body failed: {e}"),
+            None,
+        )),
     }
 }
 
@@ -218,7 +261,12 @@ pub fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if mime == "application/json" || mime == api::JSONAPI {
         Ok(())
     } else {
@@ -231,25 +279,43 @@ pub fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-async fn ingest_route(state: &AppState, req: Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+async fn ingest_route(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &str,
+) -> Result<Response<Body>, ApiError> {
     let start = Instant::now();
     let r = ingest_inner(state, req, account).await;
     match &r {
         Ok(_) => state.metrics.ingest_latency.observe(start.elapsed()),
         Err(_) => {
-            state.metrics.ingest_rejected.fetch_add(1, Ordering::Relaxed);
+            state
+                .metrics
+                .ingest_rejected
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
     r
 }
 
-async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+async fn ingest_inner(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &str,
+) -> Result<Response<Body>, ApiError> {
     if !state.accepting.load(Ordering::SeqCst) {
-        return Err(ApiError::unavailable("the router is shutting down; retry shortly"));
+        return Err(ApiError::unavailable(
+            "the router is shutting down; retry shortly",
+        ));
     }
     let config = state.config();
     let snap = state.registry.snapshot();
-    api::authorize_account(req.headers(), &snap, config.server.admin_token.as_deref(), account)?;
+    api::authorize_account(
+        req.headers(),
+        &snap,
+        config.server.admin_token.as_deref(),
+        account,
+    )?;
     require_json(req.headers())?;
     let idem_header = match req.headers().get("idempotency-key") {
         None => None,
@@ -258,7 +324,13 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
                 .to_str()
                 .ok()
                 .filter(|s| !s.is_empty() && s.len() <= 255)
-                .ok_or_else(|| ApiError::bad_request("Invalid Idempotency-Key", "must be 1 to 255 visible ASCII characters", None))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Invalid Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                        None,
+                    )
+                })?;
             Some(s.to_string())
         }
     };
@@ -268,7 +340,11 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
     let endpoints: Vec<_> = snap
         .endpoints(account)
         .iter()
-        .filter(|e| e.spec.enabled && e.spec.subscribes(&parsed.event_type) && state.dispatcher.accepts(e.uid))
+        .filter(|e| {
+            e.spec.enabled
+                && e.spec.subscribes(&parsed.event_type)
+                && state.dispatcher.accepts(e.uid)
+        })
         .cloned()
         .collect();
     let id = Uuid::now_v7();
@@ -285,12 +361,17 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
             endpoints: endpoints.iter().map(|e| e.spec.id.clone()).collect(),
         },
         idempotency_key,
-        deliveries: endpoints.iter().map(|e| (e.uid, e.spec.id.clone())).collect(),
+        deliveries: endpoints
+            .iter()
+            .map(|e| (e.uid, e.spec.id.clone()))
+            .collect(),
     };
     let record = Arc::new(new.record.clone());
     let committed = state.store.commit(new).await.map_err(|e| {
         warn!(error = %e, "event not stored");
-        ApiError::unavailable(format!("the event could not be stored ({e}); nothing was accepted, retry later"))
+        ApiError::unavailable(format!(
+            "the event could not be stored ({e}); nothing was accepted, retry later"
+        ))
     })?;
     if !committed.duplicate {
         state.metrics.event_ingested(account, &parsed.event_type);
@@ -322,7 +403,10 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
     }
     let mut resp = api::document(StatusCode::ACCEPTED, &body);
     if committed.duplicate {
-        resp.headers_mut().insert("idempotent-replayed", http::HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            http::HeaderValue::from_static("true"),
+        );
     }
     Ok(resp)
 }
@@ -330,7 +414,9 @@ async fn ingest_inner(state: &AppState, req: Request<Incoming>, account: &str) -
 /// Binds the listener, with a clear message when the port is taken.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr}: {e} (is another switchyard running? change [server] listen)")
+        anyhow::anyhow!(
+            "cannot listen on {addr}: {e} (is another switchyard running? change [server] listen)"
+        )
     })
 }
 

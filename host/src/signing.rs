@@ -25,7 +25,12 @@ pub struct Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret(<{} bytes>, expires {:?})", self.key.len(), self.expires_ms)
+        write!(
+            f,
+            "Secret(<{} bytes>, expires {:?})",
+            self.key.len(),
+            self.expires_ms
+        )
     }
 }
 
@@ -44,7 +49,10 @@ impl Secret {
                 key.len()
             ));
         }
-        Ok(Secret { key, expires_ms: None })
+        Ok(Secret {
+            key,
+            expires_ms: None,
+        })
     }
 
     /// A new random secret.
@@ -52,7 +60,10 @@ impl Secret {
         use rand::RngCore;
         let mut key = vec![0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        Secret { key, expires_ms: None }
+        Secret {
+            key,
+            expires_ms: None,
+        }
     }
 
     /// The `whsec_…` form.
@@ -79,13 +90,21 @@ impl SecretSet {
 
     /// Secrets still valid at `now_ms`.
     pub fn active(&self, now_ms: i64) -> impl Iterator<Item = &Secret> {
-        self.0.iter().filter(move |s| s.expires_ms.is_none_or(|e| now_ms < e))
+        self.0
+            .iter()
+            .filter(move |s| s.expires_ms.is_none_or(|e| now_ms < e))
     }
 }
 
 /// `webhook-signature` value: `v1,<base64>` for each active secret,
 /// space-separated.
-pub fn standard_signature(secrets: &SecretSet, now_ms: i64, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+pub fn standard_signature(
+    secrets: &SecretSet,
+    now_ms: i64,
+    msg_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
     let mut out = String::new();
     for s in secrets.active(now_ms) {
         if !out.is_empty() {
@@ -119,7 +138,9 @@ pub fn verify_standard(
     now_s: i64,
     tolerance_s: i64,
 ) -> Result<(), String> {
-    let ts: i64 = timestamp.parse().map_err(|_| "webhook-timestamp is not a number".to_string())?;
+    let ts: i64 = timestamp
+        .parse()
+        .map_err(|_| "webhook-timestamp is not a number".to_string())?;
     if (now_s - ts).abs() > tolerance_s {
         return Err("webhook-timestamp is too far from now".into());
     }
@@ -130,7 +151,9 @@ pub fn verify_standard(
     mac.update(b".");
     mac.update(body);
     for candidate in signature_header.split(' ') {
-        let Some(b64) = candidate.strip_prefix("v1,") else { continue };
+        let Some(b64) = candidate.strip_prefix("v1,") else {
+            continue;
+        };
         let Ok(sig) = B64.decode(b64) else { continue };
         if mac.clone().verify_slice(&sig).is_ok() {
             return Ok(());
@@ -192,7 +215,14 @@ fn keygen_signing_string(path: &str, host: &str, date: &str, digest: &str) -> St
 
 /// Signs a POST to `host` + `path` (path with query, as sent) the way Keygen
 /// does.
-pub fn keygen_sign(key: &KeygenKey, account: &str, host: &str, path: &str, date: &str, body: &[u8]) -> KeygenHeaders {
+pub fn keygen_sign(
+    key: &KeygenKey,
+    account: &str,
+    host: &str,
+    path: &str,
+    date: &str,
+    body: &[u8],
+) -> KeygenHeaders {
     let digest = digest_header(body);
     let signing = keygen_signing_string(path, host, date, &digest);
     let sig = key.0.sign(signing.as_bytes());
@@ -226,7 +256,9 @@ pub fn verify_keygen(
         .find_map(|part| part.strip_prefix("signature=\""))
         .and_then(|s| s.strip_suffix('"'))
         .ok_or("Keygen-Signature has no signature=\"…\"")?;
-    let sig = B64.decode(sig_b64).map_err(|e| format!("signature is not base64: {e}"))?;
+    let sig = B64
+        .decode(sig_b64)
+        .map_err(|e| format!("signature is not base64: {e}"))?;
     let sig = ed25519_dalek::Signature::from_slice(&sig).map_err(|e| e.to_string())?;
     let pk: [u8; 32] = hex::decode(public_hex)
         .map_err(|e| e.to_string())?
@@ -234,7 +266,8 @@ pub fn verify_keygen(
         .map_err(|_| "verify key must be 32 bytes")?;
     let vk = VerifyingKey::from_bytes(&pk).map_err(|e| e.to_string())?;
     let signing = keygen_signing_string(path, host, date, digest);
-    vk.verify(signing.as_bytes(), &sig).map_err(|_| "signature does not verify".to_string())
+    vk.verify(signing.as_bytes(), &sig)
+        .map_err(|_| "signature does not verify".to_string())
 }
 
 /// Compares two secrets (tokens) in constant time, whatever their lengths:
@@ -304,9 +337,32 @@ mod tests {
         let body = br#"{"data":{}}"#;
         let date = "Wed, 09 Jun 2021 16:08:15 GMT";
         let h = keygen_sign(&key, "acct", "example.com", "/hooks", date, body);
-        assert!(h.signature.starts_with("keyid=\"acct\", algorithm=\"ed25519\""));
-        verify_keygen(&key.public_hex(), &h.signature, "example.com", "/hooks", date, &h.digest, body).unwrap();
-        assert!(verify_keygen(&key.public_hex(), &h.signature, "example.com", "/other", date, &h.digest, body).is_err());
+        assert!(
+            h.signature
+                .starts_with("keyid=\"acct\", algorithm=\"ed25519\"")
+        );
+        verify_keygen(
+            &key.public_hex(),
+            &h.signature,
+            "example.com",
+            "/hooks",
+            date,
+            &h.digest,
+            body,
+        )
+        .unwrap();
+        assert!(
+            verify_keygen(
+                &key.public_hex(),
+                &h.signature,
+                "example.com",
+                "/other",
+                date,
+                &h.digest,
+                body
+            )
+            .is_err()
+        );
         let again = KeygenKey::from_hex(&key.seed_hex()).unwrap();
         assert_eq!(again.public_hex(), key.public_hex());
     }

@@ -20,8 +20,8 @@
 use std::path::Path;
 use std::thread;
 
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -33,7 +33,10 @@ pub enum StoreError {
     #[error("storage error: {0}")]
     Sled(#[from] sled::Error),
     #[error("corrupt record under {key}: {source}")]
-    Decode { key: String, source: postcard::Error },
+    Decode {
+        key: String,
+        source: postcard::Error,
+    },
     #[error("the store is shutting down")]
     Closed,
     #[error("storage error: {0}")]
@@ -222,7 +225,10 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { key: String::from_utf8_lossy(key).into(), source })
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into(),
+        source,
+    })
 }
 
 pub mod keys {
@@ -244,13 +250,25 @@ pub mod keys {
         [b"d/".as_slice(), event.as_bytes()].concat()
     }
     pub fn due(ep: Uuid, due_ms: i64, event: Uuid) -> Vec<u8> {
-        [b"q/".as_slice(), ep.as_bytes(), &(due_ms.max(0) as u64).to_be_bytes(), event.as_bytes()].concat()
+        [
+            b"q/".as_slice(),
+            ep.as_bytes(),
+            &(due_ms.max(0) as u64).to_be_bytes(),
+            event.as_bytes(),
+        ]
+        .concat()
     }
     pub fn due_prefix(ep: Uuid) -> Vec<u8> {
         [b"q/".as_slice(), ep.as_bytes()].concat()
     }
     pub fn attempt(event: Uuid, ep: Uuid, n: u32) -> Vec<u8> {
-        [b"t/".as_slice(), event.as_bytes(), ep.as_bytes(), &n.to_be_bytes()].concat()
+        [
+            b"t/".as_slice(),
+            event.as_bytes(),
+            ep.as_bytes(),
+            &n.to_be_bytes(),
+        ]
+        .concat()
     }
     pub fn attempt_prefix(event: Uuid, ep: Uuid) -> Vec<u8> {
         [b"t/".as_slice(), event.as_bytes(), ep.as_bytes()].concat()
@@ -320,13 +338,21 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer_loop(wdb, wtree, rx, werr))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        Ok(Store { db, tree, writer: tx, write_error })
+        Ok(Store {
+            db,
+            tree,
+            writer: tx,
+            write_error,
+        })
     }
 
     /// The store's last write error, if its latest write failed (see
     /// the `write_error` field: with sled this lasts until a restart).
     pub fn write_error(&self) -> Option<String> {
-        self.write_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Stores an event and its deliveries durably (one batch, flushed),
@@ -337,7 +363,8 @@ impl Store {
             .send(Job::Ingest(event, tx))
             .await
             .map_err(|_| "the store is shutting down".to_string())?;
-        rx.await.map_err(|_| "the store writer stopped".to_string())?
+        rx.await
+            .map_err(|_| "the store writer stopped".to_string())?
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -387,13 +414,19 @@ impl Store {
 
     /// Up to `limit` entries of an endpoint's due index with `due_ms <= now`,
     /// oldest first, leaving out those `skip` says are taken.
-    pub fn due(&self, ep: Uuid, now_ms: i64, limit: usize, skip: impl Fn(Uuid) -> bool) -> Result<Vec<Due>, StoreError> {
+    pub fn due(
+        &self,
+        ep: Uuid,
+        now_ms: i64,
+        limit: usize,
+        skip: impl Fn(Uuid) -> bool,
+    ) -> Result<Vec<Due>, StoreError> {
         let start = keys::due_prefix(ep);
         let end = keys::due(ep, now_ms.saturating_add(1), Uuid::nil());
         let mut out = Vec::new();
         for kv in self.tree.range(start..end) {
             let (k, _) = kv?;
-            let due_ms = i64::from_be_bytes(k[18..26].try_into().expect("8 bytes")) ;
+            let due_ms = i64::from_be_bytes(k[18..26].try_into().expect("8 bytes"));
             let event = uuid_at(&k, 26);
             if skip(event) {
                 continue;
@@ -408,11 +441,18 @@ impl Store {
 
     /// The earliest due time of an endpoint's index not taken by `skip`,
     /// looking at most `look` entries.
-    pub fn next_due_ms(&self, ep: Uuid, look: usize, skip: impl Fn(Uuid) -> bool) -> Result<Option<i64>, StoreError> {
+    pub fn next_due_ms(
+        &self,
+        ep: Uuid,
+        look: usize,
+        skip: impl Fn(Uuid) -> bool,
+    ) -> Result<Option<i64>, StoreError> {
         for kv in self.tree.scan_prefix(keys::due_prefix(ep)).take(look) {
             let (k, _) = kv?;
             if !skip(uuid_at(&k, 26)) {
-                return Ok(Some(i64::from_be_bytes(k[18..26].try_into().expect("8 bytes"))));
+                return Ok(Some(i64::from_be_bytes(
+                    k[18..26].try_into().expect("8 bytes"),
+                )));
             }
         }
         Ok(None)
@@ -436,14 +476,22 @@ impl Store {
         }
         ops.push((keys::delivery(u.event, u.endpoint), Some(enc(u.record))));
         if let Some(a) = u.attempt {
-            ops.push((keys::attempt(u.event, u.endpoint, u.record.attempts), Some(enc(a))));
+            ops.push((
+                keys::attempt(u.event, u.endpoint, u.record.attempts),
+                Some(enc(a)),
+            ));
         }
         if let Some(s) = u.endpoint_state {
             ops.push((keys::endpoint_state(u.endpoint), Some(enc(s))));
         }
         let (tx, rx) = oneshot::channel();
-        self.writer.send(Job::Ops(ops, tx)).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?.map_err(StoreError::Write)
+        self.writer
+            .send(Job::Ops(ops, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Write)
     }
 
     pub fn endpoint_state(&self, ep: Uuid) -> Result<EndpointState, StoreError> {
@@ -457,7 +505,12 @@ impl Store {
 
     /// Newest-first page of an account's event ids, strictly older than
     /// `before` when given.
-    pub fn list_events(&self, account: &str, before: Option<Uuid>, limit: usize) -> Result<Vec<Uuid>, StoreError> {
+    pub fn list_events(
+        &self,
+        account: &str,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
         let prefix = keys::account_prefix(account);
         let end = match before {
             Some(id) => keys::account_index(account, id),
@@ -504,7 +557,12 @@ impl Store {
 
     /// Marks every pending delivery of an endpoint disabled and empties its
     /// due index (except entries `skip` says are in flight). Returns how many.
-    pub fn disable_pending(&self, ep: Uuid, reason: &str, skip: impl Fn(Uuid) -> bool) -> Result<usize, StoreError> {
+    pub fn disable_pending(
+        &self,
+        ep: Uuid,
+        reason: &str,
+        skip: impl Fn(Uuid) -> bool,
+    ) -> Result<usize, StoreError> {
         let mut n = 0;
         let now = now_ms();
         for kv in self.tree.scan_prefix(keys::due_prefix(ep)) {
@@ -554,7 +612,11 @@ impl Store {
             }
             let mut batch = sled::Batch::default();
             for (ep, _) in &deliveries {
-                for a in self.tree.scan_prefix(keys::attempt_prefix(event, *ep)).keys() {
+                for a in self
+                    .tree
+                    .scan_prefix(keys::attempt_prefix(event, *ep))
+                    .keys()
+                {
                     batch.remove(a?);
                 }
                 batch.remove(keys::delivery(event, *ep));
@@ -579,13 +641,23 @@ impl Store {
     }
 
     /// Puts a delivery back in its endpoint's due index now (retry, recover).
-    pub fn requeue(&self, event: Uuid, ep: Uuid, mut record: DeliveryRecord, now: i64) -> Result<(), StoreError> {
+    pub fn requeue(
+        &self,
+        event: Uuid,
+        ep: Uuid,
+        mut record: DeliveryRecord,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         if let Some(old) = record.due_ms {
             batch.remove(keys::due(ep, old, event));
         }
         record.due_ms = Some(now);
-        record.status = if record.attempts == 0 { DeliveryStatus::Delivering } else { DeliveryStatus::Failing };
+        record.status = if record.attempts == 0 {
+            DeliveryStatus::Delivering
+        } else {
+            DeliveryStatus::Failing
+        };
         record.updated_ms = now;
         batch.insert(keys::due(ep, now, event), &[] as &[u8]);
         batch.insert(keys::delivery(event, ep), enc(&record));
@@ -619,7 +691,8 @@ fn writer_loop(
         let mut answers: Vec<Option<Result<Committed, String>>> = Vec::with_capacity(group.len());
         let mut needs_flush = false;
         // Keys claimed earlier in this same group.
-        let mut claimed: std::collections::HashMap<Vec<u8>, Uuid> = std::collections::HashMap::new();
+        let mut claimed: std::collections::HashMap<Vec<u8>, Uuid> =
+            std::collections::HashMap::new();
         for job in &mut group {
             let ev = match job {
                 Job::Ops(ops, _) => {
@@ -641,13 +714,19 @@ fn writer_loop(
             if let Some(key) = &ev.idempotency_key {
                 let ik = keys::idem(&ev.record.account, key);
                 if let Some(first) = claimed.get(&ik) {
-                    answers.push(Some(Ok(Committed { id: *first, duplicate: true })));
+                    answers.push(Some(Ok(Committed {
+                        id: *first,
+                        duplicate: true,
+                    })));
                     continue;
                 }
                 match tree.get(&ik) {
                     Ok(Some(v)) => match postcard::from_bytes::<IdemRecord>(&v) {
                         Ok(r) if now - r.at_ms < IDEMPOTENCY_WINDOW_MS => {
-                            answers.push(Some(Ok(Committed { id: Uuid::from_bytes(r.event), duplicate: true })));
+                            answers.push(Some(Ok(Committed {
+                                id: Uuid::from_bytes(r.event),
+                                duplicate: true,
+                            })));
                             continue;
                         }
                         _ => {}
@@ -658,7 +737,13 @@ fn writer_loop(
                         continue;
                     }
                 }
-                batch.insert(ik.clone(), enc(&IdemRecord { event: *ev.id.as_bytes(), at_ms: now }));
+                batch.insert(
+                    ik.clone(),
+                    enc(&IdemRecord {
+                        event: *ev.id.as_bytes(),
+                        at_ms: now,
+                    }),
+                );
                 claimed.insert(ik, ev.id);
             }
             batch.insert(keys::event(ev.id), enc(&ev.record));
@@ -680,7 +765,10 @@ fn writer_loop(
                 batch.insert(keys::due(*uid, due_ms, ev.id), &[] as &[u8]);
                 batch.insert(keys::delivery(ev.id, *uid), enc(&rec));
             }
-            answers.push(Some(Ok(Committed { id: ev.id, duplicate: false })));
+            answers.push(Some(Ok(Committed {
+                id: ev.id,
+                duplicate: false,
+            })));
         }
         let started = std::time::Instant::now();
         let mut result = tree.apply_batch(batch).map(|_| ());
@@ -747,13 +835,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         let ep = Uuid::new_v4();
-        let a = store.commit(new_event("acct", Some("k1"), &[(ep, "crm")])).await.unwrap();
+        let a = store
+            .commit(new_event("acct", Some("k1"), &[(ep, "crm")]))
+            .await
+            .unwrap();
         assert!(!a.duplicate);
-        let b = store.commit(new_event("acct", Some("k1"), &[(ep, "crm")])).await.unwrap();
+        let b = store
+            .commit(new_event("acct", Some("k1"), &[(ep, "crm")]))
+            .await
+            .unwrap();
         assert!(b.duplicate);
         assert_eq!(a.id, b.id);
         // same key, other account: not a duplicate
-        let c = store.commit(new_event("other", Some("k1"), &[(ep, "crm")])).await.unwrap();
+        let c = store
+            .commit(new_event("other", Some("k1"), &[(ep, "crm")]))
+            .await
+            .unwrap();
         assert!(!c.duplicate);
         let due = store.due(ep, now_ms(), 10, |_| false).unwrap();
         assert_eq!(due.len(), 2);
@@ -771,7 +868,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.commit(new_event("acct", None, &[(ep, "x")])).await }));
+            tasks.push(tokio::spawn(async move {
+                s.commit(new_event("acct", None, &[(ep, "x")])).await
+            }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
@@ -793,7 +892,9 @@ mod tests {
         assert_eq!(store.due_count(ep), 200);
         let page = store.list_events("acct", None, 150).unwrap();
         assert_eq!(page.len(), 150);
-        let rest = store.list_events("acct", Some(*page.last().unwrap()), 150).unwrap();
+        let rest = store
+            .list_events("acct", Some(*page.last().unwrap()), 150)
+            .unwrap();
         assert_eq!(rest.len(), 50);
     }
 }

@@ -15,9 +15,15 @@ use crate::config::LogFormat;
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
@@ -47,25 +53,42 @@ impl Histogram {
                 self.counts[i].fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in self.bounds.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
         }
         let n = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {n}");
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{braces} {n}");
     }
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0];
-const PLUGIN_BUCKETS: &[f64] = &[0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
+];
+const PLUGIN_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1,
+];
 
 /// Labeled counters whose label sets come from input (event types): capped
 /// so a producer cannot blow up memory or the scrape.
@@ -77,7 +100,9 @@ const MAX_SERIES: usize = 2000;
 
 impl LabeledCounter {
     fn new() -> Self {
-        LabeledCounter { map: Mutex::new(BTreeMap::new()) }
+        LabeledCounter {
+            map: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn add(&self, labels: String, n: u64) {
@@ -99,7 +124,9 @@ impl LabeledCounter {
 
 /// Escapes a Prometheus label value.
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Every metric the process exports.
@@ -141,14 +168,18 @@ pub struct Gauges {
 
 impl Metrics {
     pub fn event_ingested(&self, account: &str, event_type: &str) {
-        self.events_ingested
-            .add(format!("account=\"{}\",event=\"{}\"", esc(account), esc(event_type)), 1);
+        self.events_ingested.add(
+            format!("account=\"{}\",event=\"{}\"", esc(account), esc(event_type)),
+            1,
+        );
     }
 
     /// `outcome`: delivered, attempt_failed, failed, filtered, disabled.
     pub fn delivery(&self, endpoint: &str, outcome: &str) {
-        self.deliveries
-            .add(format!("endpoint=\"{}\",outcome=\"{outcome}\"", esc(endpoint)), 1);
+        self.deliveries.add(
+            format!("endpoint=\"{}\",outcome=\"{outcome}\"", esc(endpoint)),
+            1,
+        );
     }
 
     pub fn plugin_error(&self, plugin: &str, kind: &str) {
@@ -159,22 +190,37 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP switchyard_events_ingested_total Events accepted (202), by account and event type.\n# TYPE switchyard_events_ingested_total counter\n");
-        self.events_ingested.render(&mut out, "switchyard_events_ingested_total");
+        self.events_ingested
+            .render(&mut out, "switchyard_events_ingested_total");
         out.push_str("# HELP switchyard_ingest_rejected_total Ingest requests answered with an error.\n# TYPE switchyard_ingest_rejected_total counter\n");
-        let _ = writeln!(out, "switchyard_ingest_rejected_total {}", self.ingest_rejected.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "switchyard_ingest_rejected_total {}",
+            self.ingest_rejected.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP switchyard_ingest_duration_seconds Time from request to durable 202.\n# TYPE switchyard_ingest_duration_seconds histogram\n");
-        self.ingest_latency.render(&mut out, "switchyard_ingest_duration_seconds", "");
+        self.ingest_latency
+            .render(&mut out, "switchyard_ingest_duration_seconds", "");
         out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by endpoint.\n# TYPE switchyard_deliveries_total counter\n");
-        self.deliveries.render(&mut out, "switchyard_deliveries_total");
+        self.deliveries
+            .render(&mut out, "switchyard_deliveries_total");
         out.push_str("# HELP switchyard_attempt_duration_seconds HTTP attempt latency.\n# TYPE switchyard_attempt_duration_seconds histogram\n");
-        self.attempt_latency.render(&mut out, "switchyard_attempt_duration_seconds", "");
+        self.attempt_latency
+            .render(&mut out, "switchyard_attempt_duration_seconds", "");
         out.push_str("# HELP switchyard_plugin_call_duration_seconds Plugin chain run time per delivery.\n# TYPE switchyard_plugin_call_duration_seconds histogram\n");
-        self.plugin_duration.render(&mut out, "switchyard_plugin_call_duration_seconds", "");
+        self.plugin_duration
+            .render(&mut out, "switchyard_plugin_call_duration_seconds", "");
         out.push_str("# HELP switchyard_plugin_errors_total Plugin call errors, by plugin and kind.\n# TYPE switchyard_plugin_errors_total counter\n");
-        self.plugin_errors.render(&mut out, "switchyard_plugin_errors_total");
+        self.plugin_errors
+            .render(&mut out, "switchyard_plugin_errors_total");
         out.push_str("# HELP switchyard_due_deliveries Deliveries waiting in the due index, by endpoint.\n# TYPE switchyard_due_deliveries gauge\n");
         for (account, endpoint, n) in &g.due_depth {
-            let _ = writeln!(out, "switchyard_due_deliveries{{account=\"{}\",endpoint=\"{}\"}} {n}", esc(account), esc(endpoint));
+            let _ = writeln!(
+                out,
+                "switchyard_due_deliveries{{account=\"{}\",endpoint=\"{}\"}} {n}",
+                esc(account),
+                esc(endpoint)
+            );
         }
         let _ = write!(
             out,
@@ -184,7 +230,12 @@ impl Metrics {
 # HELP switchyard_plugins_loaded Plugins currently loaded.\n# TYPE switchyard_plugins_loaded gauge\nswitchyard_plugins_loaded {}\n\
 # HELP switchyard_plugin_reloads_total Plugin versions swapped in by hot reload.\n# TYPE switchyard_plugin_reloads_total counter\nswitchyard_plugin_reloads_total {}\n\
 # HELP switchyard_plugin_load_failures_total Plugin files that failed to load.\n# TYPE switchyard_plugin_load_failures_total counter\nswitchyard_plugin_load_failures_total {}\n",
-            g.oldest_due_age_s, g.in_flight, g.store_bytes, g.plugins_loaded, g.plugin_reloads, g.plugin_load_failures
+            g.oldest_due_age_s,
+            g.in_flight,
+            g.store_bytes,
+            g.plugins_loaded,
+            g.plugin_reloads,
+            g.plugin_load_failures
         );
         out
     }

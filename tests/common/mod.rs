@@ -29,7 +29,8 @@ pub fn dist_plugin(name: &str) -> PathBuf {
 
 /// A test plugin's .wasm (tests/plugins/*).
 pub fn test_plugin(name: &str) -> PathBuf {
-    PathBuf::from(env!("SWITCHYARD_TEST_PLUGIN_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
+    PathBuf::from(env!("SWITCHYARD_TEST_PLUGIN_DIR"))
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// A running router process.
@@ -112,7 +113,10 @@ impl Router {
             .args(["serve", "-c"])
             .arg(&self.config_path)
             .current_dir(&self.dir)
-            .env("RUST_LOG", std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -140,7 +144,10 @@ impl Router {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
-                panic!("switchyard did not start; its log:\n{}", self.log.lock().unwrap().join("\n"));
+                panic!(
+                    "switchyard did not start; its log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
             }
         };
         self.addr = addr.parse().unwrap();
@@ -176,7 +183,9 @@ impl Router {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 impl Drop for Router {
@@ -214,7 +223,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Reply {
-        Reply { status, headers: vec![], delay: Duration::ZERO, body: Bytes::new() }
+        Reply {
+            status,
+            headers: vec![],
+            delay: Duration::ZERO,
+            body: Bytes::new(),
+        }
     }
 }
 
@@ -234,12 +248,19 @@ impl Receiver {
     }
 
     /// `script(n, request)` decides the answer to the n-th request (0-based).
-    pub async fn scripted(script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
+    pub async fn scripted(
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
         Receiver::on("127.0.0.1:0".parse().unwrap(), script).await
     }
 
-    pub async fn on(addr: SocketAddr, script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
+    pub async fn on(
+        addr: SocketAddr,
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let got: Arc<Mutex<Vec<Received>>> = Arc::new(Mutex::new(Vec::new()));
         let script: Arc<Script> = Arc::new(script);
@@ -262,10 +283,22 @@ impl Receiver {
                             let headers = req
                                 .headers()
                                 .iter()
-                                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                                .map(|(k, v)| {
+                                    (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())
+                                })
                                 .collect();
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                            let rec = Received { path, headers, body, at: Instant::now() };
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            let rec = Received {
+                                path,
+                                headers,
+                                body,
+                                at: Instant::now(),
+                            };
                             let n = {
                                 let mut v = g.lock().unwrap();
                                 v.push(rec.clone());
@@ -292,7 +325,11 @@ impl Receiver {
                 });
             }
         });
-        Receiver { addr, got, stop: Some(stop_tx) }
+        Receiver {
+            addr,
+            got,
+            stop: Some(stop_tx),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -308,7 +345,12 @@ impl Receiver {
     }
 
     /// Waits until `pred` holds on what was received, or panics after `timeout`.
-    pub async fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[Received]) -> bool,
+    ) -> Vec<Received> {
         let deadline = Instant::now() + timeout;
         loop {
             let got = self.received();
@@ -316,7 +358,11 @@ impl Receiver {
                 return got;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; received {} request(s): {:?}", got.len(), got.iter().map(|r| &r.path).collect::<Vec<_>>());
+                panic!(
+                    "timed out waiting for {what}; received {} request(s): {:?}",
+                    got.len(),
+                    got.iter().map(|r| &r.path).collect::<Vec<_>>()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -337,7 +383,10 @@ impl Drop for Receiver {
 
 /// A keep-alive HTTP client.
 pub struct Client {
-    inner: hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    inner: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
 }
 
 pub struct Resp {
@@ -348,7 +397,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -361,26 +411,45 @@ impl Default for Client {
 impl Client {
     pub fn new() -> Client {
         Client {
-            inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-                .build_http(),
+            inner: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
         }
     }
 
-    pub async fn request(&self, method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body.into())).unwrap();
-        let resp = self.inner.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Like `request`, but `None` when the connection fails (server killed).
-    pub async fn request_opt(&self, method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Option<Resp> {
+    pub async fn request_opt(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Option<Resp> {
         let mut req = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -390,15 +459,27 @@ impl Client {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.ok()?.to_bytes();
-        Some(Resp { status, headers, body })
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// POSTs an event with the test token.
-    pub async fn post_event(&self, router: &Router, account: &str, body: &serde_json::Value) -> Resp {
+    pub async fn post_event(
+        &self,
+        router: &Router,
+        account: &str,
+        body: &serde_json::Value,
+    ) -> Resp {
         self.request(
             "POST",
             &router.events_url(account),
-            &[("authorization", &format!("Bearer {TOKEN}")), ("content-type", "application/json")],
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/json"),
+            ],
             body.to_string(),
         )
         .await
@@ -436,7 +517,9 @@ pub fn event(event_type: &str, doc: serde_json::Value) -> serde_json::Value {
 
 /// Runs a Python check script from tests/ecosystem with JSON on stdin.
 pub fn python_check(script: &str, input: &serde_json::Value) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/ecosystem").join(script);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/ecosystem")
+        .join(script);
     let mut child = Command::new("python3")
         .arg(&path)
         .stdin(Stdio::piped())
@@ -445,7 +528,12 @@ pub fn python_check(script: &str, input: &serde_json::Value) -> String {
         .spawn()
         .expect("python3 must be installed (apt-get install python3)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::{invalid, param, query, read_json, storage, stored_ms};
 use crate::api::{self, ApiError, Body};
 use crate::config::{EndpointSpec, PluginRef, check_id, check_pattern};
+use crate::delivery::AttemptSummary;
 use crate::delivery::envelope::rfc3339;
 use crate::delivery::guard;
 use crate::delivery::retry::RetrySchedule;
@@ -25,7 +26,6 @@ use crate::endpoints::{self as persist, StoredEndpoint};
 use crate::registry::LiveEndpoint;
 use crate::server::AppState;
 use crate::signing::{Secret, SecretSet};
-use crate::delivery::AttemptSummary;
 use crate::store::{DeliveryStatus, EventRecord, NewEvent, keys, now_ms};
 
 /// Default grace period of the old secret after a rotation.
@@ -65,10 +65,13 @@ fn data_of(doc: Option<Value>) -> Result<(Option<String>, Attrs), ApiError> {
             Some("/data"),
         ));
     };
-    let data = doc
-        .get("data")
-        .filter(|d| d.is_object())
-        .ok_or_else(|| ApiError::bad_request("Invalid document", "`data` must be an object", Some("/data")))?;
+    let data = doc.get("data").filter(|d| d.is_object()).ok_or_else(|| {
+        ApiError::bad_request(
+            "Invalid document",
+            "`data` must be an object",
+            Some("/data"),
+        )
+    })?;
     if let Some(t) = data.get("type") {
         if t != "webhook-endpoints" {
             return Err(ApiError::new(
@@ -83,7 +86,13 @@ fn data_of(doc: Option<Value>) -> Result<(Option<String>, Attrs), ApiError> {
     let id = match data.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::bad_request("Invalid id", "`data.id` must be a string", Some("/data/id"))),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "Invalid id",
+                "`data.id` must be a string",
+                Some("/data/id"),
+            ));
+        }
     };
     let attrs = match data.get("attributes") {
         None => Attrs::default(),
@@ -101,23 +110,40 @@ fn data_of(doc: Option<Value>) -> Result<(Option<String>, Attrs), ApiError> {
 }
 
 fn parse_duration(s: &str, pointer: &str) -> Result<Duration, ApiError> {
-    humantime::parse_duration(s).map_err(|e| invalid(format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\""), pointer))
+    humantime::parse_duration(s).map_err(|e| {
+        invalid(
+            format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\""),
+            pointer,
+        )
+    })
 }
 
 /// Applies attributes to a spec and validates the result (everything but
 /// plugin configs, which binding checks).
-fn apply(state: &AppState, spec: &mut EndpointSpec, a: Attrs, creating: bool) -> Result<(), ApiError> {
+fn apply(
+    state: &AppState,
+    spec: &mut EndpointSpec,
+    a: Attrs,
+    creating: bool,
+) -> Result<(), ApiError> {
     let config = state.config();
     const P: &str = "/data/attributes";
     if let Some(url) = a.url {
-        guard::check_url(&url, &config.delivery.policy).map_err(|m| invalid(m, &format!("{P}/url")))?;
+        guard::check_url(&url, &config.delivery.policy)
+            .map_err(|m| invalid(m, &format!("{P}/url")))?;
         spec.url = url;
     } else if creating {
-        return Err(invalid("is required: the https:// URL deliveries are POSTed to", &format!("{P}/url")));
+        return Err(invalid(
+            "is required: the https:// URL deliveries are POSTed to",
+            &format!("{P}/url"),
+        ));
     }
     if let Some(subs) = a.subscriptions {
         if subs.is_empty() {
-            return Err(invalid("is empty: the endpoint would receive nothing (use [\"*\"] for all)", &format!("{P}/subscriptions")));
+            return Err(invalid(
+                "is empty: the endpoint would receive nothing (use [\"*\"] for all)",
+                &format!("{P}/subscriptions"),
+            ));
         }
         for (i, s) in subs.iter().enumerate() {
             check_pattern(s).map_err(|m| invalid(m, &format!("{P}/subscriptions/{i}")))?;
@@ -129,15 +155,24 @@ fn apply(state: &AppState, spec: &mut EndpointSpec, a: Attrs, creating: bool) ->
         for (i, p) in plugins.into_iter().enumerate() {
             if p.name.is_empty() || p.name.len() > 64 || p.name.contains(['/', '\\', '.']) {
                 return Err(invalid(
-                    format!("{:?} is not a plugin name (the file stem in the plugins folder)", p.name),
+                    format!(
+                        "{:?} is not a plugin name (the file stem in the plugins folder)",
+                        p.name
+                    ),
                     &format!("{P}/plugins/{i}/name"),
                 ));
             }
             let config = p.config.unwrap_or_else(|| json!({}));
             if !config.is_object() {
-                return Err(invalid("must be an object", &format!("{P}/plugins/{i}/config")));
+                return Err(invalid(
+                    "must be an object",
+                    &format!("{P}/plugins/{i}/config"),
+                ));
             }
-            out.push(PluginRef { name: p.name, config });
+            out.push(PluginRef {
+                name: p.name,
+                config,
+            });
         }
         spec.plugins = out;
     }
@@ -156,11 +191,21 @@ fn apply(state: &AppState, spec: &mut EndpointSpec, a: Attrs, creating: bool) ->
             }
         }
         if !standard && !keygen {
-            return Err(invalid("name at least one scheme: \"standard\" and/or \"keygen\"", &format!("{P}/signatures")));
-        }
-        if keygen && config.account(&spec.account).is_some_and(|acc| acc.keygen_key.is_none()) {
             return Err(invalid(
-                format!("the \"keygen\" signature needs `keygen_signing_key` on account {:?} in router.toml", spec.account),
+                "name at least one scheme: \"standard\" and/or \"keygen\"",
+                &format!("{P}/signatures"),
+            ));
+        }
+        if keygen
+            && config
+                .account(&spec.account)
+                .is_some_and(|acc| acc.keygen_key.is_none())
+        {
+            return Err(invalid(
+                format!(
+                    "the \"keygen\" signature needs `keygen_signing_key` on account {:?} in router.toml",
+                    spec.account
+                ),
                 &format!("{P}/signatures"),
             ));
         }
@@ -169,7 +214,10 @@ fn apply(state: &AppState, spec: &mut EndpointSpec, a: Attrs, creating: bool) ->
     }
     if let Some(secret) = a.secret {
         if !creating {
-            return Err(invalid("secrets change through POST …/actions/rotate-secret", &format!("{P}/secret")));
+            return Err(invalid(
+                "secrets change through POST …/actions/rotate-secret",
+                &format!("{P}/secret"),
+            ));
         }
         let s = Secret::parse(&secret).map_err(|m| invalid(m, &format!("{P}/secret")))?;
         spec.secrets = SecretSet(vec![s]);
@@ -188,7 +236,10 @@ fn apply(state: &AppState, spec: &mut EndpointSpec, a: Attrs, creating: bool) ->
     if let Some(t) = a.timeout {
         let d = parse_duration(&t, &format!("{P}/timeout"))?;
         if d.is_zero() || d > Duration::from_secs(300) {
-            return Err(invalid("must be between 1ms and 5m", &format!("{P}/timeout")));
+            return Err(invalid(
+                "must be between 1ms and 5m",
+                &format!("{P}/timeout"),
+            ));
         }
         spec.timeout = d;
     }
@@ -218,8 +269,17 @@ fn redact(v: &Value) -> Value {
             m.iter()
                 .map(|(k, v)| {
                     let l = k.to_ascii_lowercase();
-                    let secret = ["key", "secret", "token", "password", "auth"].iter().any(|w| l.contains(w));
-                    (k.clone(), if secret && !v.is_null() { json!("[redacted]") } else { redact(v) })
+                    let secret = ["key", "secret", "token", "password", "auth"]
+                        .iter()
+                        .any(|w| l.contains(w));
+                    (
+                        k.clone(),
+                        if secret && !v.is_null() {
+                            json!("[redacted]")
+                        } else {
+                            redact(v)
+                        },
+                    )
                 })
                 .collect(),
         ),
@@ -287,7 +347,11 @@ pub fn resource(state: &AppState, ep: &LiveEndpoint, stored: Option<&StoredEndpo
 
 fn stored_of_account(state: &AppState, account: &str) -> Result<Vec<StoredEndpoint>, ApiError> {
     let mut out = Vec::new();
-    for (_, v) in state.store.scan_raw(&keys::api_endpoint(account, "")).map_err(storage)? {
+    for (_, v) in state
+        .store
+        .scan_raw(&keys::api_endpoint(account, ""))
+        .map_err(storage)?
+    {
         if let Ok(e) = serde_json::from_slice::<StoredEndpoint>(&v) {
             if e.account == account {
                 out.push(e);
@@ -314,7 +378,11 @@ fn read_only(ep: &LiveEndpoint) -> ApiError {
 }
 
 /// `GET …/webhook-endpoints` (`page[size]`, `page[after]`=<id>), by id.
-pub fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+pub fn list(
+    state: &AppState,
+    req: &Request<Incoming>,
+    account: &str,
+) -> Result<Response<Body>, ApiError> {
     let q = query(req);
     let size = page_size(&q)?;
     let after = param(&q, "page[after]").map(str::to_string);
@@ -322,7 +390,10 @@ pub fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> Result<
     let stored = stored_of_account(state, account)?;
     let mut eps: Vec<_> = snap.endpoints(account).to_vec();
     eps.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
-    let rest: Vec<_> = eps.into_iter().filter(|e| after.as_deref().is_none_or(|a| e.spec.id.as_str() > a)).collect();
+    let rest: Vec<_> = eps
+        .into_iter()
+        .filter(|e| after.as_deref().is_none_or(|a| e.spec.id.as_str() > a))
+        .collect();
     let page: Vec<_> = rest.iter().take(size).collect();
     let data: Vec<Value> = page
         .iter()
@@ -347,18 +418,27 @@ pub fn page_size(q: &[(String, String)]) -> Result<usize, ApiError> {
             .parse::<usize>()
             .ok()
             .filter(|n| (1..=100).contains(n))
-            .ok_or_else(|| ApiError::bad_request("Invalid page size", "page[size] must be 1 to 100", None)),
+            .ok_or_else(|| {
+                ApiError::bad_request("Invalid page size", "page[size] must be 1 to 100", None)
+            }),
     }
 }
 
 pub fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
     let ep = find(state, account, id)?;
     let stored = persist::get(&state.store, account, id).map_err(storage)?;
-    Ok(api::document(StatusCode::OK, &json!({"data": resource(state, &ep, stored.as_ref())})))
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": resource(state, &ep, stored.as_ref())}),
+    ))
 }
 
 /// `POST …/webhook-endpoints`: 201 with the resource and, once, the secret.
-pub async fn create(state: &AppState, req: Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+pub async fn create(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &str,
+) -> Result<Response<Body>, ApiError> {
     let doc = read_json(state, req).await?;
     let (id, attrs) = data_of(doc)?;
     let id = id.unwrap_or_else(|| Uuid::new_v4().to_string());
@@ -386,7 +466,11 @@ pub async fn create(state: &AppState, req: Request<Incoming>, account: &str) -> 
     if let Some(existing) = state.registry.snapshot().endpoint(account, &id) {
         return Err(ApiError::conflict(format!(
             "webhook endpoint {id:?} already exists{}; choose another id or PATCH it",
-            if existing.spec.from_config { " (declared in router.toml)" } else { "" }
+            if existing.spec.from_config {
+                " (declared in router.toml)"
+            } else {
+                ""
+            }
         ))
         .with_pointer("/data/id"));
     }
@@ -404,7 +488,9 @@ pub async fn create(state: &AppState, req: Request<Incoming>, account: &str) -> 
     body["data"]["attributes"]["secret"] = json!(secret);
     body["meta"] = json!({"secretGenerated": generated, "note": "the secret is shown only now; store it to verify webhook-signature"});
     let mut r = api::document(StatusCode::CREATED, &body);
-    if let Ok(v) = http::HeaderValue::from_str(&format!("/v1/accounts/{account}/webhook-endpoints/{id}")) {
+    if let Ok(v) =
+        http::HeaderValue::from_str(&format!("/v1/accounts/{account}/webhook-endpoints/{id}"))
+    {
         r.headers_mut().insert(http::header::LOCATION, v);
     }
     Ok(r)
@@ -413,13 +499,23 @@ pub async fn create(state: &AppState, req: Request<Incoming>, account: &str) -> 
 /// `PATCH …/webhook-endpoints/{id}`. `enabled: true` also clears an
 /// automatic disable (410, sustained failure) — the only change allowed on
 /// endpoints from router.toml.
-pub async fn update(state: &AppState, req: Request<Incoming>, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn update(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let ep = find(state, account, id)?;
     let doc = read_json(state, req).await?;
     let (body_id, attrs) = data_of(doc)?;
     if body_id.as_deref().is_some_and(|b| b != id) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "ID_MISMATCH", "Id mismatch", format!("`data.id` must be {id:?}"))
-            .with_pointer("/data/id"));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ID_MISMATCH",
+            "Id mismatch",
+            format!("`data.id` must be {id:?}"),
+        )
+        .with_pointer("/data/id"));
     }
     let re_enable = attrs.enabled == Some(true);
     if ep.spec.from_config {
@@ -445,7 +541,10 @@ pub async fn update(state: &AppState, req: Request<Incoming>, account: &str, id:
     let mut spec = ep.spec.clone();
     apply(state, &mut spec, attrs, false)?;
     let live = Arc::new(build(state, spec)?);
-    let created = persist::get(&state.store, account, id).map_err(storage)?.map(|s| s.created_ms).unwrap_or_else(now_ms);
+    let created = persist::get(&state.store, account, id)
+        .map_err(storage)?
+        .map(|s| s.created_ms)
+        .unwrap_or_else(now_ms);
     let stored = StoredEndpoint::from_spec(&live.spec, created, now_ms());
     persist::save(&state.store, &stored).map_err(storage)?;
     if re_enable && disabled(state, live.uid) {
@@ -453,7 +552,10 @@ pub async fn update(state: &AppState, req: Request<Incoming>, account: &str, id:
     }
     state.registry.update(|s| s.with_endpoint(live.clone()));
     state.dispatcher.sync();
-    Ok(api::document(StatusCode::OK, &json!({"data": resource(state, &live, Some(&stored))})))
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": resource(state, &live, Some(&stored))}),
+    ))
 }
 
 /// `DELETE …/webhook-endpoints/{id}`: 204. Its pending deliveries are
@@ -469,7 +571,10 @@ pub async fn delete(state: &AppState, account: &str, id: &str) -> Result<Respons
     state.registry.update(|s| s.without_endpoint(uid));
     state.dispatcher.sync();
     let store = state.store.clone();
-    let _ = tokio::task::spawn_blocking(move || store.disable_pending(uid, "the endpoint was deleted", |_| false)).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        store.disable_pending(uid, "the endpoint was deleted", |_| false)
+    })
+    .await;
     let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -477,14 +582,32 @@ pub async fn delete(state: &AppState, account: &str, id: &str) -> Result<Respons
 
 /// `POST …/actions/rotate-secret[?grace=24h]`: a new secret signs first;
 /// the old ones keep signing alongside it until the grace period ends.
-pub async fn rotate_secret(state: &AppState, req: Request<Incoming>, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn rotate_secret(
+    state: &AppState,
+    req: Request<Incoming>,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
     let doc = read_json(state, req).await?;
-    let attrs = doc.as_ref().and_then(|d| d.pointer("/data/attributes")).cloned().unwrap_or(json!({}));
-    let grace = match param(&q, "grace").map(str::to_string).or_else(|| attrs.get("grace").and_then(|g| g.as_str()).map(str::to_string)) {
+    let attrs = doc
+        .as_ref()
+        .and_then(|d| d.pointer("/data/attributes"))
+        .cloned()
+        .unwrap_or(json!({}));
+    let grace = match param(&q, "grace").map(str::to_string).or_else(|| {
+        attrs
+            .get("grace")
+            .and_then(|g| g.as_str())
+            .map(str::to_string)
+    }) {
         None => DEFAULT_GRACE,
-        Some(g) => humantime::parse_duration(&g)
-            .map_err(|e| invalid(format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""), "/data/attributes/grace"))?,
+        Some(g) => humantime::parse_duration(&g).map_err(|e| {
+            invalid(
+                format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""),
+                "/data/attributes/grace",
+            )
+        })?,
     };
     let new = match attrs.get("secret").and_then(|s| s.as_str()) {
         Some(s) => Secret::parse(s).map_err(|m| invalid(m, "/data/attributes/secret"))?,
@@ -508,7 +631,10 @@ pub async fn rotate_secret(state: &AppState, req: Request<Incoming>, account: &s
     let mut spec = ep.spec.clone();
     spec.secrets = SecretSet(secrets);
     let live = Arc::new(build(state, spec)?);
-    let created = persist::get(&state.store, account, id).map_err(storage)?.map(|s| s.created_ms).unwrap_or(now);
+    let created = persist::get(&state.store, account, id)
+        .map_err(storage)?
+        .map(|s| s.created_ms)
+        .unwrap_or(now);
     let stored = StoredEndpoint::from_spec(&live.spec, created, now);
     persist::save(&state.store, &stored).map_err(storage)?;
     state.registry.update(|s| s.with_endpoint(live.clone()));
@@ -549,19 +675,31 @@ pub async fn ping(state: &AppState, account: &str, id: &str) -> Result<Response<
         .commit(new)
         .await
         .map_err(|e| ApiError::unavailable(format!("the ping could not be stored: {e}")))?;
-    let summary = match state.dispatcher.attempt_now(event_id, ep.uid).await.map_err(storage)? {
+    let summary = match state
+        .dispatcher
+        .attempt_now(event_id, ep.uid)
+        .await
+        .map_err(storage)?
+    {
         Some(s) => s,
         // The endpoint's pump took the delivery first: wait for its attempt.
-        None => wait_first_attempt(state, event_id, ep.uid, ep.spec.timeout + Duration::from_secs(10)).await?,
+        None => {
+            wait_first_attempt(
+                state,
+                event_id,
+                ep.uid,
+                ep.spec.timeout + Duration::from_secs(10),
+            )
+            .await?
+        }
     };
     let status = summary.status;
     let ok = summary.status == DeliveryStatus::Delivered;
     let delivery = crate::delivery::envelope::delivery_id(event_id, ep.uid);
-    let excerpt = state
-        .store
-        .attempts(event_id, ep.uid)
-        .ok()
-        .and_then(|a| a.last().map(|a| String::from_utf8_lossy(&a.response).into_owned()));
+    let excerpt = state.store.attempts(event_id, ep.uid).ok().and_then(|a| {
+        a.last()
+            .map(|a| String::from_utf8_lossy(&a.response).into_owned())
+    });
     let body = json!({
         "data": {
             "id": delivery.to_string(),
@@ -588,11 +726,20 @@ pub async fn ping(state: &AppState, account: &str, id: &str) -> Result<Response<
 
 /// `POST …/actions/recover?since=<RFC 3339>`: re-queues every failed or
 /// disabled delivery of this endpoint whose event was stored since then.
-pub async fn recover(state: &AppState, req: &Request<Incoming>, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn recover(
+    state: &AppState,
+    req: &Request<Incoming>,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let ep = find(state, account, id)?;
     let q = query(req);
     let since = param(&q, "since").ok_or_else(|| {
-        ApiError::bad_request("Missing since", "give ?since=<RFC 3339 time>, e.g. ?since=2024-05-01T00:00:00Z", None)
+        ApiError::bad_request(
+            "Missing since",
+            "give ?since=<RFC 3339 time>, e.g. ?since=2024-05-01T00:00:00Z",
+            None,
+        )
     })?;
     let since_ms = crate::ingest::parse_time(since, "since").map_err(|mut e| {
         e.pointer = None;
@@ -604,36 +751,46 @@ pub async fn recover(state: &AppState, req: &Request<Incoming>, account: &str, i
             "webhook endpoint {id:?} is disabled; re-enable it first (PATCH with {{\"enabled\": true}}), then recover"
         )));
     }
-    let (state_store, dispatcher, account_s, uid) = (state.store.clone(), state.dispatcher.clone(), account.to_string(), ep.uid);
-    let r = tokio::task::spawn_blocking(move || -> Result<(usize, usize), crate::store::StoreError> {
-        let mut cursor = None;
-        let (mut scanned, mut requeued) = (0, 0);
-        'outer: loop {
-            let page = state_store.list_events(&account_s, cursor, 500)?;
-            if page.is_empty() {
-                break;
-            }
-            for ev in page {
-                cursor = Some(ev);
-                if stored_ms(ev) < since_ms {
-                    break 'outer;
+    let (state_store, dispatcher, account_s, uid) = (
+        state.store.clone(),
+        state.dispatcher.clone(),
+        account.to_string(),
+        ep.uid,
+    );
+    let r = tokio::task::spawn_blocking(
+        move || -> Result<(usize, usize), crate::store::StoreError> {
+            let mut cursor = None;
+            let (mut scanned, mut requeued) = (0, 0);
+            'outer: loop {
+                let page = state_store.list_events(&account_s, cursor, 500)?;
+                if page.is_empty() {
+                    break;
                 }
-                scanned += 1;
-                if let Some(d) = state_store.delivery(ev, uid)? {
-                    if matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Disabled) && dispatcher.requeue(ev, uid)? {
-                        requeued += 1;
+                for ev in page {
+                    cursor = Some(ev);
+                    if stored_ms(ev) < since_ms {
+                        break 'outer;
+                    }
+                    scanned += 1;
+                    if let Some(d) = state_store.delivery(ev, uid)? {
+                        if matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Disabled)
+                            && dispatcher.requeue(ev, uid)?
+                        {
+                            requeued += 1;
+                        }
                     }
                 }
             }
-        }
-        Ok((scanned, requeued))
-    })
+            Ok((scanned, requeued))
+        },
+    )
     .await
     .map_err(|e| ApiError::unavailable(format!("recover failed: {e}")))?;
     let (scanned, requeued) = r.map_err(storage)?;
     let stored = persist::get(&state.store, account, id).map_err(storage)?;
     let mut body = json!({"data": resource(state, &ep, stored.as_ref())});
-    body["meta"] = json!({"since": rfc3339(since_ms), "eventsScanned": scanned, "requeued": requeued});
+    body["meta"] =
+        json!({"since": rfc3339(since_ms), "eventsScanned": scanned, "requeued": requeued});
     Ok(api::document(StatusCode::ACCEPTED, &body))
 }
 
@@ -642,7 +799,12 @@ fn disabled(state: &AppState, uid: Uuid) -> bool {
 }
 
 /// Polls the store until the first attempt of a delivery is recorded.
-async fn wait_first_attempt(state: &AppState, event: Uuid, uid: Uuid, timeout: Duration) -> Result<AttemptSummary, ApiError> {
+async fn wait_first_attempt(
+    state: &AppState,
+    event: Uuid,
+    uid: Uuid,
+    timeout: Duration,
+) -> Result<AttemptSummary, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(d) = state.store.delivery(event, uid).map_err(storage)? {
@@ -657,7 +819,9 @@ async fn wait_first_attempt(state: &AppState, event: Uuid, uid: Uuid, timeout: D
             }
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(ApiError::unavailable("the ping was queued but its attempt did not finish in time; see the event"));
+            return Err(ApiError::unavailable(
+                "the ping was queued but its attempt did not finish in time; see the event",
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -39,7 +39,13 @@ fn overall(deliveries: &[(Uuid, DeliveryRecord)]) -> &'static str {
     }
 }
 
-fn delivery_json(store: &Store, event: Uuid, uid: Uuid, d: &DeliveryRecord, with_attempts: bool) -> Value {
+fn delivery_json(
+    store: &Store,
+    event: Uuid,
+    uid: Uuid,
+    d: &DeliveryRecord,
+    with_attempts: bool,
+) -> Value {
     let mut v = json!({
         "endpoint": d.endpoint,
         "webhookId": delivery_id(event, uid).to_string(),
@@ -71,8 +77,17 @@ fn delivery_json(store: &Store, event: Uuid, uid: Uuid, d: &DeliveryRecord, with
     v
 }
 
-fn resource(store: &Store, id: Uuid, ev: &EventRecord, deliveries: &[(Uuid, DeliveryRecord)], full: bool) -> Value {
-    let mut ds: Vec<Value> = deliveries.iter().map(|(uid, d)| delivery_json(store, id, *uid, d, full)).collect();
+fn resource(
+    store: &Store,
+    id: Uuid,
+    ev: &EventRecord,
+    deliveries: &[(Uuid, DeliveryRecord)],
+    full: bool,
+) -> Value {
+    let mut ds: Vec<Value> = deliveries
+        .iter()
+        .map(|(uid, d)| delivery_json(store, id, *uid, d, full))
+        .collect();
     ds.sort_by(|a, b| a["endpoint"].as_str().cmp(&b["endpoint"].as_str()));
     let mut v = json!({
         "id": id.to_string(),
@@ -117,7 +132,13 @@ struct Filters {
 
 fn list_param(q: &[(String, String)], name: &str) -> Vec<String> {
     param(q, name)
-        .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -157,14 +178,22 @@ fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
 /// `page[before]=<event id>` (from `links.next`); `filter[event]` (types or
 /// `family.*`, comma-separated), `filter[status]` (a delivery has it),
 /// `filter[endpoint]`, `filter[since]`/`filter[until]` (RFC 3339, time stored).
-pub async fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> Result<Response<Body>, ApiError> {
+pub async fn list(
+    state: &AppState,
+    req: &Request<Incoming>,
+    account: &str,
+) -> Result<Response<Body>, ApiError> {
     let q = query(req);
     let size = page_size(&q)?;
     let f = filters(&q)?;
     let before = match param(&q, "page[before]") {
         None => None,
         Some(s) => Some(Uuid::parse_str(s).map_err(|_| {
-            ApiError::bad_request("Invalid cursor", "page[before] must be an event id (use links.next)", None)
+            ApiError::bad_request(
+                "Invalid cursor",
+                "page[before] must be an event id (use links.next)",
+                None,
+            )
         })?),
     };
     // Start at the older of the cursor and `until`.
@@ -174,41 +203,51 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> R
     };
     let store = state.store.clone();
     let account_s = account.to_string();
-    let (data, next_cursor) = tokio::task::spawn_blocking(move || -> Result<(Vec<Value>, Option<Uuid>), crate::store::StoreError> {
-        let mut out = Vec::new();
-        let mut scanned = 0;
-        loop {
-            let page = store.list_events(&account_s, cursor, (size * 2).max(50))?;
-            if page.is_empty() {
-                return Ok((out, None));
-            }
-            for id in page {
-                if f.since_ms.is_some_and(|s| stored_ms(id) < s) {
+    let (data, next_cursor) = tokio::task::spawn_blocking(
+        move || -> Result<(Vec<Value>, Option<Uuid>), crate::store::StoreError> {
+            let mut out = Vec::new();
+            let mut scanned = 0;
+            loop {
+                let page = store.list_events(&account_s, cursor, (size * 2).max(50))?;
+                if page.is_empty() {
                     return Ok((out, None));
                 }
-                cursor = Some(id);
-                scanned += 1;
-                let Some(ev) = store.event(id)? else { continue };
-                if !f.events.is_empty() && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type)) {
-                    continue;
-                }
-                if !f.endpoints.is_empty() && !f.endpoints.iter().any(|e| ev.endpoints.contains(e)) {
-                    continue;
-                }
-                let deliveries = store.deliveries_of(id)?;
-                if !f.statuses.is_empty() && !deliveries.iter().any(|(_, d)| f.statuses.contains(&d.status)) {
-                    continue;
-                }
-                out.push(resource(&store, id, &ev, &deliveries, false));
-                if out.len() >= size {
-                    return Ok((out, cursor));
-                }
-                if scanned >= MAX_SCAN {
-                    return Ok((out, cursor));
+                for id in page {
+                    if f.since_ms.is_some_and(|s| stored_ms(id) < s) {
+                        return Ok((out, None));
+                    }
+                    cursor = Some(id);
+                    scanned += 1;
+                    let Some(ev) = store.event(id)? else { continue };
+                    if !f.events.is_empty()
+                        && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type))
+                    {
+                        continue;
+                    }
+                    if !f.endpoints.is_empty()
+                        && !f.endpoints.iter().any(|e| ev.endpoints.contains(e))
+                    {
+                        continue;
+                    }
+                    let deliveries = store.deliveries_of(id)?;
+                    if !f.statuses.is_empty()
+                        && !deliveries
+                            .iter()
+                            .any(|(_, d)| f.statuses.contains(&d.status))
+                    {
+                        continue;
+                    }
+                    out.push(resource(&store, id, &ev, &deliveries, false));
+                    if out.len() >= size {
+                        return Ok((out, cursor));
+                    }
+                    if scanned >= MAX_SCAN {
+                        return Ok((out, cursor));
+                    }
                 }
             }
-        }
-    })
+        },
+    )
     .await
     .map_err(|e| ApiError::unavailable(format!("listing failed: {e}")))?
     .map_err(storage)?;
@@ -222,7 +261,10 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> R
         }
         link
     });
-    Ok(api::document(StatusCode::OK, &json!({"data": data, "links": {"self": base, "next": next}})))
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": data, "links": {"self": base, "next": next}}),
+    ))
 }
 
 /// `GET …/webhook-events/{id}`: the event, its payload, and every delivery
@@ -230,29 +272,43 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, account: &str) -> R
 pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
     let (uuid, ev) = load(&state.store, account, id)?;
     let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
-    Ok(api::document(StatusCode::OK, &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true)})))
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true)}),
+    ))
 }
 
 /// `POST …/webhook-events/{id}/actions/retry[?endpoint=<id>]`: sends the
 /// event again to every endpoint it was fanned out to (or one), with the
 /// same `webhook-id`.
-pub async fn retry(state: &AppState, req: &Request<Incoming>, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn retry(
+    state: &AppState,
+    req: &Request<Incoming>,
+    account: &str,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
     let (uuid, ev) = load(&state.store, account, id)?;
     let q = query(req);
     let only = param(&q, "endpoint").map(str::to_string);
     let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
     let snap = state.registry.snapshot();
-    let chosen: Vec<_> = deliveries.iter().filter(|(_, d)| only.as_deref().is_none_or(|o| d.endpoint == o)).collect();
+    let chosen: Vec<_> = deliveries
+        .iter()
+        .filter(|(_, d)| only.as_deref().is_none_or(|o| d.endpoint == o))
+        .collect();
     if let Some(o) = &only {
         if chosen.is_empty() {
-            return Err(ApiError::not_found(&format!("a delivery of this event to endpoint {o:?}")));
+            return Err(ApiError::not_found(&format!(
+                "a delivery of this event to endpoint {o:?}"
+            )));
         }
     }
     let mut requeued = Vec::new();
     let mut skipped = Vec::new();
     for (uid, d) in chosen {
         if !snap.by_uid.contains_key(uid) {
-            skipped.push(json!({"endpoint": d.endpoint, "reason": "the endpoint no longer exists"}));
+            skipped
+                .push(json!({"endpoint": d.endpoint, "reason": "the endpoint no longer exists"}));
             continue;
         }
         if state.dispatcher.requeue(uuid, *uid).map_err(storage)? {

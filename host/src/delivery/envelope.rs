@@ -17,7 +17,8 @@ pub fn rfc3339(ms: i64) -> String {
     let f = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    t.format(&f).unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+    t.format(&f)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
 /// Everything the envelope needs.
@@ -120,12 +121,21 @@ pub fn keygen_envelope(i: &EnvelopeInput<'_>) -> Vec<u8> {
             },
             relationships: Relationships {
                 account: AccountRel {
-                    data: TypeId { kind: "accounts", id: i.account },
-                    links: Related { related: format!("/v1/accounts/{}", i.account) },
+                    data: TypeId {
+                        kind: "accounts",
+                        id: i.account,
+                    },
+                    links: Related {
+                        related: format!("/v1/accounts/{}", i.account),
+                    },
                 },
             },
-            links: SelfLink { self_: format!("/v1/accounts/{}/webhook-events/{id}", i.account) },
-            meta: Meta { idempotency_token: &id },
+            links: SelfLink {
+                self_: format!("/v1/accounts/{}/webhook-events/{id}", i.account),
+            },
+            meta: Meta {
+                idempotency_token: &id,
+            },
         },
     };
     let mut out = Vec::with_capacity(i.payload.len() + i.payload.len() / 8 + 600);
@@ -155,7 +165,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["data"]["type"], "webhook-events");
         assert_eq!(v["data"]["attributes"]["event"], "license.created");
-        assert_eq!(v["data"]["attributes"]["created"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            v["data"]["attributes"]["created"],
+            "2023-11-14T22:13:20.123Z"
+        );
         let inner: serde_json::Value =
             serde_json::from_str(v["data"]["attributes"]["payload"].as_str().unwrap()).unwrap();
         assert_eq!(inner["data"]["id"], "l1");

@@ -35,7 +35,9 @@ pub fn check_url(url: &str, policy: &UrlPolicy) -> Result<http::Uri, String> {
     }
     let host = uri.host().ok_or_else(|| format!("{url:?} has no host"))?;
     if url.contains('@') && uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-        return Err(format!("{url:?} carries credentials in the URL; put them in a plugin header instead"));
+        return Err(format!(
+            "{url:?} carries credentials in the URL; put them in a plugin header instead"
+        ));
     }
     if !policy.allow_private_networks {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -163,13 +165,31 @@ mod tests {
     #[test]
     fn forbidden_addresses() {
         for s in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "::", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-            "64:ff9b::a9fe:a9fe", "255.255.255.255", "224.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "255.255.255.255",
+            "224.0.0.1",
         ] {
             assert!(is_forbidden(s.parse().unwrap()), "{s} should be refused");
         }
-        for s in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for s in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
             assert!(!is_forbidden(s.parse().unwrap()), "{s} should be allowed");
         }
     }
@@ -178,27 +198,38 @@ mod tests {
     fn url_rules() {
         let strict = UrlPolicy::default();
         assert!(check_url("https://example.com/hook", &strict).is_ok());
-        assert!(check_url("http://example.com/hook", &strict).unwrap_err().contains("allow_http"));
+        assert!(
+            check_url("http://example.com/hook", &strict)
+                .unwrap_err()
+                .contains("allow_http")
+        );
         assert!(check_url("https://127.0.0.1/x", &strict).is_err());
         assert!(check_url("https://[::1]/x", &strict).is_err());
         assert!(check_url("https://[::ffff:169.254.169.254]/x", &strict).is_err());
         assert!(check_url("https://localhost/x", &strict).is_err());
         assert!(check_url("ftp://example.com/x", &strict).is_err());
         assert!(check_url("https://user:pw@example.com/x", &strict).is_err());
-        let open = UrlPolicy { allow_http: true, allow_private_networks: true };
+        let open = UrlPolicy {
+            allow_http: true,
+            allow_private_networks: true,
+        };
         assert!(check_url("http://127.0.0.1:9/x", &open).is_ok());
     }
 
     #[tokio::test]
     async fn resolver_refuses_decimal_and_octal_spellings() {
         use tower_service::Service;
-        let mut r = GuardedResolver { allow_private_networks: false };
+        let mut r = GuardedResolver {
+            allow_private_networks: false,
+        };
         for host in ["2130706433", "0177.0.0.1", "localhost", "127.1"] {
             let name: Name = host.parse().unwrap();
             let res = r.call(name).await;
             assert!(res.is_err(), "{host} must be refused");
         }
-        let mut open = GuardedResolver { allow_private_networks: true };
+        let mut open = GuardedResolver {
+            allow_private_networks: true,
+        };
         assert!(open.call("127.0.0.1".parse().unwrap()).await.is_ok());
     }
 }

@@ -27,8 +27,8 @@ use crate::plugins::{Outcome, PluginError, PluginErrorKind, PluginEvent};
 use crate::registry::{LiveEndpoint, Registry};
 use crate::signing;
 use crate::store::{
-    AttemptRecord, AttemptUpdate, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord, Store,
-    StoredOutput, now_ms,
+    AttemptRecord, AttemptUpdate, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord,
+    Store, StoredOutput, now_ms,
 };
 use crate::telemetry::Metrics;
 
@@ -75,7 +75,8 @@ impl Breaker {
     /// Pause before the next call after `failures` costly plugin failures:
     /// 50 ms doubling, at most 10 s.
     fn pause(failures: u32) -> Duration {
-        (Duration::from_millis(50) * 2u32.saturating_pow(failures.saturating_sub(1).min(8))).min(Duration::from_secs(10))
+        (Duration::from_millis(50) * 2u32.saturating_pow(failures.saturating_sub(1).min(8)))
+            .min(Duration::from_secs(10))
     }
 }
 
@@ -83,7 +84,11 @@ impl Breaker {
 enum Work {
     /// Just ingested: the event is in memory and its delivery record is the
     /// initial one, so the attempt reads nothing from the store.
-    Fresh { event_id: Uuid, event: Arc<EventRecord>, due_ms: i64 },
+    Fresh {
+        event_id: Uuid,
+        event: Arc<EventRecord>,
+        due_ms: i64,
+    },
     /// Found in the due index: records are read at the attempt.
     Stored(Due),
 }
@@ -185,14 +190,23 @@ impl Dispatcher {
     }
 
     fn shared(&self, uid: Uuid) -> Option<Arc<EndpointShared>> {
-        self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner()).get(&uid).cloned()
+        self.inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&uid)
+            .cloned()
     }
 
     /// Starts pumps for new endpoints, updates changed ones, stops removed
     /// ones, following the registry's current snapshot.
     pub fn sync(&self) {
         let snap = self.inner.registry.snapshot();
-        let mut map = self.inner.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for (uid, live) in &snap.by_uid {
             let cap = live.spec.max_in_flight.max(1);
             match map.get(uid) {
@@ -257,20 +271,31 @@ impl Dispatcher {
                 return;
             }
             let due_ms = crate::store::initial_due_ms(event_id, event.created_ms);
-            s.queue().push_back(Work::Fresh { event_id, event, due_ms });
+            s.queue().push_back(Work::Fresh {
+                event_id,
+                event,
+                due_ms,
+            });
         }
         s.notify.notify_one();
     }
 
     /// Whether new events should be fanned out to this endpoint.
     pub fn accepts(&self, uid: Uuid) -> bool {
-        self.shared(uid).is_none_or(|s| s.health().disabled_reason.is_none())
+        self.shared(uid)
+            .is_none_or(|s| s.health().disabled_reason.is_none())
     }
 
     pub fn health(&self, uid: Uuid) -> Health {
         match self.shared(uid) {
-            Some(s) => Health { state: s.health().clone(), in_flight: s.in_flight().len() },
-            None => Health { state: self.inner.store.endpoint_state(uid).unwrap_or_default(), in_flight: 0 },
+            Some(s) => Health {
+                state: s.health().clone(),
+                in_flight: s.in_flight().len(),
+            },
+            None => Health {
+                state: self.inner.store.endpoint_state(uid).unwrap_or_default(),
+                in_flight: 0,
+            },
         }
     }
 
@@ -295,7 +320,10 @@ impl Dispatcher {
         let _ = self.inner.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         while self.inner.in_flight.load(Ordering::SeqCst) > 0 {
-            if tokio::time::timeout_at(deadline, self.inner.idle.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline, self.inner.idle.notified())
+                .await
+                .is_err()
+            {
                 warn!(
                     in_flight = self.inner.in_flight.load(Ordering::SeqCst),
                     "shutdown grace period over; unfinished attempts stay due and run after restart"
@@ -353,13 +381,15 @@ impl Dispatcher {
                     if room == 0 {
                         Ok(())
                     } else {
-                        store.due(ep.uid, now, room, |e| taken.contains(&e)).map(|due| {
-                            let mut q = ep.queue();
-                            for d in due {
-                                taken.insert(d.event);
-                                q.push_back(Work::Stored(d));
-                            }
-                        })
+                        store
+                            .due(ep.uid, now, room, |e| taken.contains(&e))
+                            .map(|due| {
+                                let mut q = ep.queue();
+                                for d in due {
+                                    taken.insert(d.event);
+                                    q.push_back(Work::Stored(d));
+                                }
+                            })
                     }
                 };
                 if let Err(e) = scanned {
@@ -379,7 +409,10 @@ impl Dispatcher {
                 let now = now_ms();
                 let next = {
                     let taken = ep.in_flight();
-                    store.next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e)).ok().flatten()
+                    store
+                        .next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e))
+                        .ok()
+                        .flatten()
                 };
                 let wait = next.map(|t| (t - now).clamp(1, 1000)).unwrap_or(1000) as u64;
                 tokio::select! {
@@ -405,7 +438,11 @@ impl Dispatcher {
         let event_id = work.event_id();
         let result = match work {
             Work::Stored(due) => self.run_attempt(&ep, &live, due).await,
-            Work::Fresh { event_id, event, due_ms } => {
+            Work::Fresh {
+                event_id,
+                event,
+                due_ms,
+            } => {
                 let rec = DeliveryRecord {
                     account: event.account.clone(),
                     endpoint: live.spec.id.clone(),
@@ -418,7 +455,17 @@ impl Dispatcher {
                     reason: None,
                     output: None,
                 };
-                self.attempt_with(&ep, &live, Due { event: event_id, due_ms }, rec, &event).await
+                self.attempt_with(
+                    &ep,
+                    &live,
+                    Due {
+                        event: event_id,
+                        due_ms,
+                    },
+                    rec,
+                    &event,
+                )
+                .await
             }
         };
         if let Err(e) = result {
@@ -469,8 +516,13 @@ impl Dispatcher {
         let delivery_id = envelope::delivery_id(due.event, ep.uid);
         let output = match rec.output.take() {
             Some(o) => Ok(ChainResult::Output(o)),
-            None if live.chain.is_empty() => self.run_chain(live, due.event, delivery_id, event).await,
-            None => self.run_chain_guarded(ep, live, due.event, delivery_id, event).await,
+            None if live.chain.is_empty() => {
+                self.run_chain(live, due.event, delivery_id, event).await
+            }
+            None => {
+                self.run_chain_guarded(ep, live, due.event, delivery_id, event)
+                    .await
+            }
         };
         let now = now_ms();
         let output = match output {
@@ -481,17 +533,23 @@ impl Dispatcher {
                 rec.reason = Some(reason);
                 rec.due_ms = None;
                 rec.updated_ms = now;
-                store.record_attempt(AttemptUpdate {
-                    event: due.event,
-                    endpoint: ep.uid,
-                    old_due_ms: Some(due.due_ms),
-                    record: &rec,
-                    attempt: None,
-                    endpoint_state: None,
-                })
-        .await?;
+                store
+                    .record_attempt(AttemptUpdate {
+                        event: due.event,
+                        endpoint: ep.uid,
+                        old_due_ms: Some(due.due_ms),
+                        record: &rec,
+                        attempt: None,
+                        endpoint_state: None,
+                    })
+                    .await?;
                 self.inner.metrics.delivery(&live.spec.id, "filtered");
-                return Ok(Some(AttemptSummary { status: rec.status, http_status: None, error: None, latency_ms: 0 }));
+                return Ok(Some(AttemptSummary {
+                    status: rec.status,
+                    http_status: None,
+                    error: None,
+                    latency_ms: 0,
+                }));
             }
             Err(e) => {
                 warn!(plugin = %e.plugin, kind = e.kind.as_str(), error = %e.message, "plugin failed; the attempt counts as failed");
@@ -503,7 +561,10 @@ impl Dispatcher {
                     latency_us: 0,
                     response: Vec::new(),
                 };
-                return self.failed(ep, live, due, rec, None, attempt, None).await.map(Some);
+                return self
+                    .failed(ep, live, due, rec, None, attempt, None)
+                    .await
+                    .map(Some);
             }
         };
 
@@ -511,12 +572,25 @@ impl Dispatcher {
         let headers = match self.headers(live, delivery_id, &output, now) {
             Ok(h) => h,
             Err(msg) => {
-                let attempt = AttemptRecord { at_ms: now, status: None, error: Some(msg), latency_us: 0, response: Vec::new() };
-                return self.failed(ep, live, due, rec, Some(output), attempt, None).await.map(Some);
+                let attempt = AttemptRecord {
+                    at_ms: now,
+                    status: None,
+                    error: Some(msg),
+                    latency_us: 0,
+                    response: Vec::new(),
+                };
+                return self
+                    .failed(ep, live, due, rec, Some(output), attempt, None)
+                    .await
+                    .map(Some);
             }
         };
         let body = Bytes::from(output.body.clone());
-        let (result, latency) = self.inner.sender.post(&live.uri, headers, body, live.spec.timeout).await;
+        let (result, latency) = self
+            .inner
+            .sender
+            .post(&live.uri, headers, body, live.spec.timeout)
+            .await;
         self.inner.metrics.attempt_latency.observe(latency);
         let at_ms = now_ms();
         match result {
@@ -542,17 +616,23 @@ impl Dispatcher {
                     h.last_success_ms = Some(at_ms);
                     had_failures.then(|| h.clone())
                 };
-                store.record_attempt(AttemptUpdate {
-                    event: due.event,
-                    endpoint: ep.uid,
-                    old_due_ms: Some(due.due_ms),
-                    record: &rec,
-                    attempt: Some(&attempt),
-                    endpoint_state: state.as_ref(),
-                })
-        .await?;
+                store
+                    .record_attempt(AttemptUpdate {
+                        event: due.event,
+                        endpoint: ep.uid,
+                        old_due_ms: Some(due.due_ms),
+                        record: &rec,
+                        attempt: Some(&attempt),
+                        endpoint_state: state.as_ref(),
+                    })
+                    .await?;
                 self.inner.metrics.delivery(&live.spec.id, "delivered");
-                debug!(status = resp.status, latency_ms = latency.as_millis() as u64, attempt = rec.attempts, "delivered");
+                debug!(
+                    status = resp.status,
+                    latency_ms = latency.as_millis() as u64,
+                    attempt = rec.attempts,
+                    "delivered"
+                );
                 Ok(Some(AttemptSummary {
                     status: rec.status,
                     http_status: Some(resp.status),
@@ -562,7 +642,9 @@ impl Dispatcher {
             }
             Ok(resp) => {
                 let retry_after = if matches!(resp.status, 429 | 503) {
-                    resp.retry_after.as_deref().and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()))
+                    resp.retry_after
+                        .as_deref()
+                        .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()))
                 } else {
                     None
                 };
@@ -577,7 +659,9 @@ impl Dispatcher {
                 if status == 410 {
                     return self.gone(ep, live, due, rec, attempt).await.map(Some);
                 }
-                self.failed(ep, live, due, rec, Some(output), attempt, retry_after).await.map(Some)
+                self.failed(ep, live, due, rec, Some(output), attempt, retry_after)
+                    .await
+                    .map(Some)
             }
             Err(msg) => {
                 let attempt = AttemptRecord {
@@ -587,7 +671,9 @@ impl Dispatcher {
                     latency_us: latency.as_micros() as u64,
                     response: Vec::new(),
                 };
-                self.failed(ep, live, due, rec, Some(output), attempt, None).await.map(Some)
+                self.failed(ep, live, due, rec, Some(output), attempt, None)
+                    .await
+                    .map(Some)
             }
         }
     }
@@ -601,10 +687,19 @@ impl Dispatcher {
         delivery_id: Uuid,
         event: &EventRecord,
     ) -> Result<ChainResult, PluginError> {
-        let tripped = ep.breaker.lock().unwrap_or_else(|p| p.into_inner()).failures > 0;
+        let tripped = ep
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failures
+            > 0;
         let _gate = if tripped {
             let gate = ep.plugin_gate.clone().acquire_owned().await;
-            let next = ep.breaker.lock().unwrap_or_else(|p| p.into_inner()).next_call;
+            let next = ep
+                .breaker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .next_call;
             if let Some(at) = next {
                 tokio::time::sleep_until(at).await;
             }
@@ -615,7 +710,14 @@ impl Dispatcher {
         let result = self.run_chain(live, event_id, delivery_id, event).await;
         let mut b = ep.breaker.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
-            Err(e) if matches!(e.kind, PluginErrorKind::Trap | PluginErrorKind::Deadline | PluginErrorKind::OutOfMemory) => {
+            Err(e)
+                if matches!(
+                    e.kind,
+                    PluginErrorKind::Trap
+                        | PluginErrorKind::Deadline
+                        | PluginErrorKind::OutOfMemory
+                ) =>
+            {
                 b.failures = b.failures.saturating_add(1);
                 let pause = Breaker::pause(b.failures);
                 b.next_call = Some(tokio::time::Instant::now() + pause);
@@ -674,17 +776,33 @@ impl Dispatcher {
             for binding in &chain {
                 match binding.call(&pe)? {
                     Outcome::Pass => {}
-                    Outcome::Skip(reason) => return Ok(ChainEnd::Skip(format!("{}: {reason}", binding.plugin()))),
+                    Outcome::Skip(reason) => {
+                        return Ok(ChainEnd::Skip(format!("{}: {reason}", binding.plugin())));
+                    }
                     Outcome::Rewrite(payload) => pe.payload = payload,
-                    Outcome::Replace { body, content_type, headers } => {
-                        return Ok(ChainEnd::Replace(StoredOutput { body, content_type, headers }));
+                    Outcome::Replace {
+                        body,
+                        content_type,
+                        headers,
+                    } => {
+                        return Ok(ChainEnd::Replace(StoredOutput {
+                            body,
+                            content_type,
+                            headers,
+                        }));
                     }
                 }
             }
             Ok(ChainEnd::Payload(pe.payload))
         })
         .await
-        .map_err(|e| PluginError::new("chain", crate::plugins::PluginErrorKind::Internal, format!("plugin task failed: {e}")))?;
+        .map_err(|e| {
+            PluginError::new(
+                "chain",
+                crate::plugins::PluginErrorKind::Internal,
+                format!("plugin task failed: {e}"),
+            )
+        })?;
         self.inner.metrics.plugin_duration.observe(start.elapsed());
         Ok(match end? {
             ChainEnd::Skip(reason) => ChainResult::Skip(reason),
@@ -705,21 +823,33 @@ impl Dispatcher {
         now: i64,
     ) -> Result<http::HeaderMap, String> {
         let mut h = http::HeaderMap::new();
-        let ct = HeaderValue::from_str(&out.content_type).map_err(|_| "invalid content type from plugin".to_string())?;
+        let ct = HeaderValue::from_str(&out.content_type)
+            .map_err(|_| "invalid content type from plugin".to_string())?;
         h.insert(http::header::CONTENT_TYPE, ct);
-        h.insert(http::header::USER_AGENT, HeaderValue::from_static(sender::USER_AGENT));
+        h.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(sender::USER_AGENT),
+        );
         for (k, v) in &out.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?} from plugin"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?} from plugin"))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?} from plugin"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("invalid value for header {k:?} from plugin"))?;
             h.append(name, value);
         }
         let id = delivery_id.to_string();
         let ts = now / 1000;
         if live.spec.standard_signature {
             let sig = signing::standard_signature(&live.spec.secrets, now, &id, ts, &out.body);
-            h.insert("webhook-id", HeaderValue::from_str(&id).map_err(|e| e.to_string())?);
+            h.insert(
+                "webhook-id",
+                HeaderValue::from_str(&id).map_err(|e| e.to_string())?,
+            );
             h.insert("webhook-timestamp", HeaderValue::from(ts));
-            h.insert("webhook-signature", HeaderValue::from_str(&sig).map_err(|e| e.to_string())?);
+            h.insert(
+                "webhook-signature",
+                HeaderValue::from_str(&sig).map_err(|e| e.to_string())?,
+            );
         }
         if live.spec.keygen_signature {
             let snap = self.inner.registry.snapshot();
@@ -727,13 +857,30 @@ impl Dispatcher {
                 .account(&live.spec.account)
                 .and_then(|a| a.keygen_key.clone())
                 .ok_or("the account has no keygen_signing_key")?;
-            let host = live.uri.authority().map(|a| a.as_str().to_string()).unwrap_or_default();
-            let path = live.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+            let host = live
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .unwrap_or_default();
+            let path = live
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
             let date = httpdate::fmt_http_date(std::time::SystemTime::now());
             let k = signing::keygen_sign(&key, &live.spec.account, &host, &path, &date, &out.body);
-            h.insert(http::header::DATE, HeaderValue::from_str(&k.date).map_err(|e| e.to_string())?);
-            h.insert("digest", HeaderValue::from_str(&k.digest).map_err(|e| e.to_string())?);
-            h.insert("keygen-signature", HeaderValue::from_str(&k.signature).map_err(|e| e.to_string())?);
+            h.insert(
+                http::header::DATE,
+                HeaderValue::from_str(&k.date).map_err(|e| e.to_string())?,
+            );
+            h.insert(
+                "digest",
+                HeaderValue::from_str(&k.digest).map_err(|e| e.to_string())?,
+            );
+            h.insert(
+                "keygen-signature",
+                HeaderValue::from_str(&k.signature).map_err(|e| e.to_string())?,
+            );
         }
         Ok(h)
     }
@@ -755,10 +902,11 @@ impl Dispatcher {
         rec.last_status = attempt.status;
         rec.last_error = attempt.error.clone();
         rec.updated_ms = now;
-        let next = live
-            .spec
-            .retry_schedule
-            .next_delay(rec.attempts, retry_after, self.inner.settings.max_retry_after);
+        let next = live.spec.retry_schedule.next_delay(
+            rec.attempts,
+            retry_after,
+            self.inner.settings.max_retry_after,
+        );
         match next {
             Some(d) => {
                 rec.status = DeliveryStatus::Failing;
@@ -786,7 +934,8 @@ impl Dispatcher {
                 (None, None) => "failed".into(),
             });
             let disable = h.disabled_reason.is_none()
-                && Duration::from_millis((now - first).max(0) as u64) >= self.inner.settings.disable_after;
+                && Duration::from_millis((now - first).max(0) as u64)
+                    >= self.inner.settings.disable_after;
             if disable {
                 h.disabled_reason = Some(format!(
                     "every attempt failed for {} (last error: {})",
@@ -803,15 +952,17 @@ impl Dispatcher {
             rec.due_ms = None;
             rec.output = None;
         }
-        self.inner.store.record_attempt(AttemptUpdate {
-            event: due.event,
-            endpoint: ep.uid,
-            old_due_ms: Some(due.due_ms),
-            record: &rec,
-            attempt: Some(&attempt),
-            endpoint_state: Some(&state),
-        })
-        .await?;
+        self.inner
+            .store
+            .record_attempt(AttemptUpdate {
+                event: due.event,
+                endpoint: ep.uid,
+                old_due_ms: Some(due.due_ms),
+                record: &rec,
+                attempt: Some(&attempt),
+                endpoint_state: Some(&state),
+            })
+            .await?;
         let outcome = match rec.status {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Disabled => "disabled",
@@ -861,19 +1012,26 @@ impl Dispatcher {
         rec.due_ms = None;
         rec.output = None;
         rec.updated_ms = attempt.at_ms;
-        self.inner.store.record_attempt(AttemptUpdate {
-            event: due.event,
-            endpoint: ep.uid,
-            old_due_ms: Some(due.due_ms),
-            record: &rec,
-            attempt: Some(&attempt),
-            endpoint_state: Some(&state),
-        })
-        .await?;
+        self.inner
+            .store
+            .record_attempt(AttemptUpdate {
+                event: due.event,
+                endpoint: ep.uid,
+                old_due_ms: Some(due.due_ms),
+                record: &rec,
+                attempt: Some(&attempt),
+                endpoint_state: Some(&state),
+            })
+            .await?;
         self.inner.metrics.delivery(&live.spec.id, "disabled");
         info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
         self.disable_pending(ep.uid, reason);
-        Ok(AttemptSummary { status: rec.status, http_status: Some(410), error: None, latency_ms: attempt.latency_us / 1000 })
+        Ok(AttemptSummary {
+            status: rec.status,
+            http_status: Some(410),
+            error: None,
+            latency_ms: attempt.latency_us / 1000,
+        })
     }
 
     /// Marks every pending delivery of a disabled endpoint as disabled (in
@@ -881,17 +1039,28 @@ impl Dispatcher {
     fn disable_pending(&self, uid: Uuid, reason: String) {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let taken: HashSet<Uuid> = this.shared(uid).map(|s| s.in_flight().clone()).unwrap_or_default();
-            match this.inner.store.disable_pending(uid, &reason, |e| taken.contains(&e)) {
+            let taken: HashSet<Uuid> = this
+                .shared(uid)
+                .map(|s| s.in_flight().clone())
+                .unwrap_or_default();
+            match this
+                .inner
+                .store
+                .disable_pending(uid, &reason, |e| taken.contains(&e))
+            {
                 Ok(n) => info!(endpoint = %uid, count = n, "pending deliveries marked disabled"),
-                Err(e) => warn!(endpoint = %uid, error = %e, "marking pending deliveries disabled failed"),
+                Err(e) => {
+                    warn!(endpoint = %uid, error = %e, "marking pending deliveries disabled failed")
+                }
             }
         });
     }
 
     /// Puts one delivery back in the due index now (manual retry/recover).
     pub fn requeue(&self, event: Uuid, uid: Uuid) -> Result<bool, crate::store::StoreError> {
-        let Some(rec) = self.inner.store.delivery(event, uid)? else { return Ok(false) };
+        let Some(rec) = self.inner.store.delivery(event, uid)? else {
+            return Ok(false);
+        };
         if let Some(s) = self.shared(uid) {
             if s.in_flight().contains(&event) {
                 return Ok(true);
@@ -904,10 +1073,20 @@ impl Dispatcher {
 
     /// Runs one attempt of `event` to `uid` right now, outside the pump, and
     /// returns its result (test pings). The event must already be stored.
-    pub async fn attempt_now(&self, event: Uuid, uid: Uuid) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
-        let Some(ep) = self.shared(uid) else { return Ok(None) };
-        let Some(rec) = self.inner.store.delivery(event, uid)? else { return Ok(None) };
-        let Some(due_ms) = rec.due_ms else { return Ok(None) };
+    pub async fn attempt_now(
+        &self,
+        event: Uuid,
+        uid: Uuid,
+    ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
+        let Some(ep) = self.shared(uid) else {
+            return Ok(None);
+        };
+        let Some(rec) = self.inner.store.delivery(event, uid)? else {
+            return Ok(None);
+        };
+        let Some(due_ms) = rec.due_ms else {
+            return Ok(None);
+        };
         {
             let mut taken = ep.in_flight();
             if !taken.insert(event) {

@@ -23,12 +23,18 @@ impl RetrySchedule {
         let delays = (0..15)
             .map(|n| (Duration::from_secs(15) * 2u32.pow(n)).min(cap))
             .collect();
-        RetrySchedule { delays, jitter: true }
+        RetrySchedule {
+            delays,
+            jitter: true,
+        }
     }
 
     /// Exactly these delays, no jitter.
     pub fn fixed(delays: Vec<Duration>) -> Self {
-        RetrySchedule { delays, jitter: false }
+        RetrySchedule {
+            delays,
+            jitter: false,
+        }
     }
 
     /// Attempts in all, the first included.
@@ -39,7 +45,12 @@ impl RetrySchedule {
     /// The delay after `attempts` failed attempts, or `None` when the
     /// schedule is exhausted. `retry_after` (from a 429/503) replaces the
     /// scheduled delay when it is no longer than `max_retry_after`.
-    pub fn next_delay(&self, attempts: u32, retry_after: Option<Duration>, max_retry_after: Duration) -> Option<Duration> {
+    pub fn next_delay(
+        &self,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        max_retry_after: Duration,
+    ) -> Option<Duration> {
         let base = *self.delays.get(attempts.checked_sub(1)? as usize)?;
         if let Some(ra) = retry_after {
             if ra <= max_retry_after {
@@ -91,7 +102,10 @@ mod tests {
         let s = RetrySchedule::keygen_default();
         for _ in 0..100 {
             let d = s.next_delay(3, None, Duration::from_secs(3600)).unwrap();
-            assert!(d >= Duration::from_secs(54) && d <= Duration::from_secs(66), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(54) && d <= Duration::from_secs(66),
+                "{d:?}"
+            );
         }
     }
 
@@ -102,17 +116,29 @@ mod tests {
         assert_eq!(s.next_delay(1, None, max), Some(Duration::from_secs(1)));
         assert_eq!(s.next_delay(2, None, max), Some(Duration::from_secs(2)));
         assert_eq!(s.next_delay(3, None, max), None);
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(7)), max), Some(Duration::from_secs(7)));
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(7000)), max), Some(Duration::from_secs(1)));
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(7)), max),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(7000)), max),
+            Some(Duration::from_secs(1))
+        );
         assert_eq!(s.next_delay(3, Some(Duration::from_secs(7)), max), None);
     }
 
     #[test]
     fn retry_after_forms() {
         let now = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

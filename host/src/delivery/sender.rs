@@ -39,10 +39,13 @@ impl Sender {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("reading [delivery] ca_file {}", path.display()))?;
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading [delivery] ca_file {}", path.display()))?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
                 let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
-                roots.add(cert).with_context(|| format!("adding a certificate from {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("adding a certificate from {}", path.display()))?;
             }
         }
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -106,11 +109,18 @@ impl Sender {
                     Some(Err(_)) | None => break,
                 }
             }
-            Ok(Response { status, retry_after, excerpt })
+            Ok(Response {
+                status,
+                retry_after,
+                excerpt,
+            })
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(format!("timed out after {}", humantime::format_duration(timeout))),
+            Err(_) => Err(format!(
+                "timed out after {}",
+                humantime::format_duration(timeout)
+            )),
         };
         (result, start.elapsed())
     }

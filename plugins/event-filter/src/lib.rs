@@ -125,7 +125,8 @@ impl Plugin for EventFilter {
             c.validate(i)?;
         }
         for p in config.include.iter().chain(&config.exclude) {
-            if p.is_empty() || (p.contains('*') && p != "*" && !p.ends_with(".*"))
+            if p.is_empty()
+                || (p.contains('*') && p != "*" && !p.ends_with(".*"))
                 || p.matches('*').count() > 1
             {
                 return Err(Error::bad_config(format!(
@@ -197,9 +198,18 @@ mod tests {
         }))
         .unwrap();
         let ev = |t: &str, s: &str| Event::new(t, license(s));
-        assert_eq!(f.handle(&ev("license.expired", "EXPIRED")).unwrap(), Outcome::Pass);
-        assert!(matches!(f.handle(&ev("license.expired", "ACTIVE")).unwrap(), Outcome::Skip(_)));
-        assert!(matches!(f.handle(&ev("user.created", "EXPIRED")).unwrap(), Outcome::Skip(_)));
+        assert_eq!(
+            f.handle(&ev("license.expired", "EXPIRED")).unwrap(),
+            Outcome::Pass
+        );
+        assert!(matches!(
+            f.handle(&ev("license.expired", "ACTIVE")).unwrap(),
+            Outcome::Skip(_)
+        ));
+        assert!(matches!(
+            f.handle(&ev("user.created", "EXPIRED")).unwrap(),
+            Outcome::Skip(_)
+        ));
         assert!(matches!(
             f.handle(&ev("license.validation.failed", "EXPIRED")).unwrap(),
             Outcome::Skip(r) if r.contains("excluded")
@@ -216,10 +226,19 @@ mod tests {
             ]
         }))
         .unwrap();
-        assert_eq!(f.handle(&Event::new("x.y", license("BANNED"))).unwrap(), Outcome::Pass);
-        assert!(matches!(f.handle(&Event::new("x.y", license("ACTIVE"))).unwrap(), Outcome::Skip(_)));
+        assert_eq!(
+            f.handle(&Event::new("x.y", license("BANNED"))).unwrap(),
+            Outcome::Pass
+        );
+        assert!(matches!(
+            f.handle(&Event::new("x.y", license("ACTIVE"))).unwrap(),
+            Outcome::Skip(_)
+        ));
         let with_meta = br#"{"data":{"id":"l"},"meta":{"valid":false}}"#.to_vec();
-        assert_eq!(f.handle(&Event::new("x.y", with_meta)).unwrap(), Outcome::Pass);
+        assert_eq!(
+            f.handle(&Event::new("x.y", with_meta)).unwrap(),
+            Outcome::Pass
+        );
     }
 
     #[test]
@@ -234,7 +253,9 @@ mod tests {
     #[test]
     fn bad_payload_is_bad_input() {
         let mut f = filter(json!({"conditions": [{"pointer": "/a", "exists": true}]})).unwrap();
-        let e = f.handle(&Event::new("x.y", b"not json".to_vec())).unwrap_err();
+        let e = f
+            .handle(&Event::new("x.y", b"not json".to_vec()))
+            .unwrap_err();
         assert_eq!(e.kind, switchyard_guest::ErrorKind::BadInput);
     }
 }
