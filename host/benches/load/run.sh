@@ -4,7 +4,8 @@
 # Needs nginx and wrk (apt-get install -y nginx wrk). Measures in one run:
 #   0. the receiver's raw rate: wrk → nginx answering 204 (the denominator);
 #   1. durable ingest: wrk → switchyard, 64 connections, 1 KB Keygen events,
-#      throughput and latency percentiles (every 202 is flushed to disk);
+#      throughput and latency percentiles (every 202 is flushed to disk),
+#      alone (no endpoint subscribed) and with delivery running;
 #   2. end-to-end deliveries/s to nginx, without plugins and with the
 #      event-filter plugin: events ingested during the run, delivered and
 #      acknowledged by nginx, divided by the time from start to fully drained.
@@ -116,6 +117,17 @@ run_scenario() { # $1 = name, $2 = plugins line
 if [[ -z "${ONLY_PENDING:-}" ]]; then
 echo
 echo "== 1+2. durable ingest and end-to-end delivery"
+ingest_only() {
+    start_router 'subscriptions = ["nothing.matches"]'
+    local out
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events")
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    local rate
+    rate=$(echo "$out" | wrk_rate)
+    echo "ingest-only: $rate req/s (p50 $(echo "$out" | awk '$1=="50%"{print $2}'), p99 $(echo "$out" | awk '$1=="99%"{print $2}'), non-2xx $(echo "$out" | awk '/Non-2xx/{print $5}')); durable, no deliveries"
+    echo "ingest-only/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
+}
+ingest_only
 run_scenario "no-plugins" ""
 run_scenario "event-filter" 'plugins = [ { name = "event-filter", config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] } } ]'
 fi
