@@ -13,7 +13,7 @@ pub mod retry;
 pub mod sender;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,12 @@ struct EndpointShared {
     /// event cannot eat the CPU other endpoints need.
     breaker: Mutex<Breaker>,
     plugin_gate: Arc<Semaphore>,
+    /// The due index may hold work the queue does not: read it at the
+    /// pump's next turn (set at start, by `notify`, by a dropped offer).
+    scan_requested: AtomicBool,
+    /// Earliest due time known to be waiting in the store (retries);
+    /// `i64::MAX` when none. Saves scanning the index on every dispatch.
+    next_due_hint: AtomicI64,
 }
 
 #[derive(Default)]
@@ -218,6 +224,7 @@ impl Dispatcher {
                     } else if cap < old {
                         shared.sem.forget_permits(old - cap);
                     }
+                    shared.scan_requested.store(true, Ordering::SeqCst);
                     shared.notify.notify_one();
                 }
                 None => {
@@ -234,6 +241,8 @@ impl Dispatcher {
                         removed: AtomicBool::new(false),
                         breaker: Mutex::new(Breaker::default()),
                         plugin_gate: Arc::new(Semaphore::new(1)),
+                        scan_requested: AtomicBool::new(true),
+                        next_due_hint: AtomicI64::new(i64::MAX),
                     });
                     map.insert(*uid, shared.clone());
                     let d = self.clone();
@@ -254,6 +263,7 @@ impl Dispatcher {
     /// Wakes an endpoint's pump (new deliveries are due).
     pub fn notify(&self, uid: Uuid) {
         if let Some(s) = self.shared(uid) {
+            s.scan_requested.store(true, Ordering::SeqCst);
             s.notify.notify_one();
         }
     }
@@ -267,6 +277,7 @@ impl Dispatcher {
             let mut taken = s.in_flight();
             if taken.len() >= MAX_TAKEN || !taken.insert(event_id) {
                 drop(taken);
+                s.scan_requested.store(true, Ordering::SeqCst);
                 s.notify.notify_one();
                 return;
             }
@@ -305,6 +316,7 @@ impl Dispatcher {
         self.inner.store.put_endpoint_state(uid, &state)?;
         if let Some(s) = self.shared(uid) {
             *s.health() = state;
+            s.scan_requested.store(true, Ordering::SeqCst);
             s.notify.notify_one();
         }
         Ok(())
@@ -337,6 +349,9 @@ impl Dispatcher {
         let mut shutdown = self.inner.shutdown.subscribe();
         let store = &self.inner.store;
         let mut dispatched_since_scan = 0usize;
+        // Whether the last read of the due index stopped at its limit.
+        let mut more_in_store = true;
+        let mut last_scan = std::time::Instant::now();
         loop {
             if *shutdown.borrow() || ep.removed.load(Ordering::SeqCst) {
                 break;
@@ -368,35 +383,63 @@ impl Dispatcher {
             while let Ok(p) = ep.sem.clone().try_acquire_owned() {
                 permits.push(p);
             }
-            // Refill the queue from the store when it runs dry, and now and
-            // then anyway so retries are not starved by a stream of fresh work.
+            // Read the store's due index only when it may hold work the
+            // queue does not: on request, when a known retry is due, when
+            // the last read was cut short and the queue ran dry (or, for
+            // fairness with a stream of fresh work, every SCAN_BATCH
+            // dispatches), and once a second as a safety net. Reading it on
+            // every dispatch would walk past every delivery in flight.
             dispatched_since_scan += permits.len();
+            let now = now_ms();
             let queue_empty = ep.queue().is_empty();
-            if queue_empty || dispatched_since_scan >= SCAN_BATCH {
+            let retry_due = ep.next_due_hint.load(Ordering::SeqCst) <= now;
+            let scan = ep.scan_requested.swap(false, Ordering::SeqCst)
+                || retry_due
+                || last_scan.elapsed() >= Duration::from_secs(1)
+                || (more_in_store && (queue_empty || dispatched_since_scan >= SCAN_BATCH));
+            if scan {
                 dispatched_since_scan = 0;
-                let now = now_ms();
+                last_scan = std::time::Instant::now();
+                ep.next_due_hint.store(i64::MAX, Ordering::SeqCst);
                 let scanned = {
                     let mut taken = ep.in_flight();
                     let room = MAX_TAKEN.saturating_sub(taken.len()).min(SCAN_BATCH);
                     if room == 0 {
-                        Ok(())
+                        Ok((true, None))
                     } else {
-                        store
-                            .due(ep.uid, now, room, |e| taken.contains(&e))
-                            .map(|due| {
-                                let mut q = ep.queue();
-                                for d in due {
-                                    taken.insert(d.event);
-                                    q.push_back(Work::Stored(d));
-                                }
-                            })
+                        store.due(ep.uid, now, room, |e| taken.contains(&e)).and_then(|due| {
+                            let full = due.len() >= room;
+                            let mut q = ep.queue();
+                            for d in due {
+                                taken.insert(d.event);
+                                q.push_back(Work::Stored(d));
+                            }
+                            drop(q);
+                            // Everything due now is taken: remember when the
+                            // next entry (a retry) comes due.
+                            let next = if full {
+                                None
+                            } else {
+                                store.next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e))?
+                            };
+                            Ok((full, next))
+                        })
                     }
                 };
-                if let Err(e) = scanned {
-                    warn!(endpoint = %live.spec.id, error = %e, "reading the due index failed; retrying in 1 s");
-                    drop(permits);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+                match scanned {
+                    Ok((full, next)) => {
+                        more_in_store = full;
+                        if let Some(t) = next {
+                            ep.next_due_hint.fetch_min(t.max(now + 1), Ordering::SeqCst);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(endpoint = %live.spec.id, error = %e, "reading the due index failed; retrying in 1 s");
+                        ep.scan_requested.store(true, Ordering::SeqCst);
+                        drop(permits);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
                 }
             }
             let work: Vec<Work> = {
@@ -407,14 +450,8 @@ impl Dispatcher {
             if work.is_empty() {
                 drop(permits);
                 let now = now_ms();
-                let next = {
-                    let taken = ep.in_flight();
-                    store
-                        .next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e))
-                        .ok()
-                        .flatten()
-                };
-                let wait = next.map(|t| (t - now).clamp(1, 1000)).unwrap_or(1000) as u64;
+                let next = ep.next_due_hint.load(Ordering::SeqCst);
+                let wait = if more_in_store { 1 } else { (next.saturating_sub(now)).clamp(1, 1000) as u64 };
                 tokio::select! {
                     _ = ep.notify.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
@@ -963,6 +1000,10 @@ impl Dispatcher {
                 endpoint_state: Some(&state),
             })
             .await?;
+        if let (DeliveryStatus::Failing, Some(t)) = (rec.status, rec.due_ms) {
+            // Written: the pump reads the index when this retry comes due.
+            ep.next_due_hint.fetch_min(t, Ordering::SeqCst);
+        }
         let outcome = match rec.status {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Disabled => "disabled",
