@@ -422,16 +422,26 @@ impl Client {
         headers: &[(&str, &str)],
         body: impl Into<Bytes>,
     ) -> Resp {
-        let mut req = http::Request::builder().method(method).uri(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(body.into())).unwrap();
-        let resp = self
-            .inner
-            .request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let body: Bytes = body.into();
+        let build = || {
+            let mut req = http::Request::builder().method(method).uri(url);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.body(Full::new(body.clone())).unwrap()
+        };
+        // A pooled keep-alive connection can be closed by the server (after
+        // an error answer) just as the next request goes out on it; that is
+        // the client's race, not the server's answer: retry once on a new
+        // connection. A dead server fails the retry too.
+        let resp = match self.inner.request(build()).await {
+            Ok(r) => r,
+            Err(first) => self
+                .inner
+                .request(build())
+                .await
+                .unwrap_or_else(|e| panic!("{method} {url}: {e} (first try: {first})")),
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
