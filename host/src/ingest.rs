@@ -155,9 +155,65 @@ fn check_document(text: &str, pointer: &str) -> Result<(), ApiError> {
     // Skipping a value (RawValue) does not check string escapes: a lone
     // surrogate such as "\ud800" passes it, and every plugin and receiver
     // that parses the document would then fail on every retry. Parse it.
-    serde_json::from_str::<serde_json::Value>(text)
+    serde_json::from_str::<Checked>(text)
         .map_err(|e| bad(format!("is not valid JSON: {e}"), pointer))?;
     Ok(())
+}
+
+/// Walks a JSON value decoding every string (which rejects lone
+/// surrogates) without building a tree: validation at parse speed, no
+/// allocation per value.
+struct Checked;
+
+impl<'de> serde::Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<CheckedKey, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
+/// Object keys, decoded (and so checked) like any string.
+struct CheckedKey;
+
+impl<'de> serde::Deserialize<'de> for CheckedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CheckedVisitor).map(|_| CheckedKey)
+    }
 }
 
 /// Parses and validates an ingest body.
