@@ -622,11 +622,14 @@ impl Dispatcher {
                     .map(Some);
             }
         };
-        let body = Bytes::from(output.body.clone());
+        // The body goes out as `Bytes` (no copy); it is copied back only on
+        // the failure path, where it may be stored for the retries.
+        let mut output = output;
+        let body = Bytes::from(std::mem::take(&mut output.body));
         let (result, latency) = self
             .inner
             .sender
-            .post(&live.uri, headers, body, live.spec.timeout)
+            .post(&live.uri, headers, body.clone(), live.spec.timeout)
             .await;
         self.inner.metrics.attempt_latency.observe(latency);
         let at_ms = now_ms();
@@ -696,6 +699,7 @@ impl Dispatcher {
                 if status == 410 {
                     return self.gone(ep, live, due, rec, attempt).await.map(Some);
                 }
+                output.body = body.to_vec();
                 self.failed(ep, live, due, rec, Some(output), attempt, retry_after)
                     .await
                     .map(Some)
@@ -708,6 +712,7 @@ impl Dispatcher {
                     latency_us: latency.as_micros() as u64,
                     response: Vec::new(),
                 };
+                output.body = body.to_vec();
                 self.failed(ep, live, due, rec, Some(output), attempt, None)
                     .await
                     .map(Some)
