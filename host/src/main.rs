@@ -138,6 +138,11 @@ enum KeysCmd {
     Secret,
 }
 
+// mimalloc instead of glibc malloc: the ingest and delivery paths allocate a
+// lot (JSON, hyper buffers, sled nodes); measured in BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
