@@ -9,6 +9,8 @@
 #   2. end-to-end deliveries/s to nginx, without plugins and with the
 #      event-filter plugin: events ingested during the run, delivered and
 #      acknowledged by nginx, divided by the time from start to fully drained.
+# Optional: PACED_RATE=20000 also measures ingest latency at that fixed rate
+# (host/benches/ingest_paced.rs; wrk's own latency is at saturation).
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
 # pending (receiver down); ONLY_PENDING=1 skips the other steps.
 set -euo pipefail
@@ -23,6 +25,14 @@ router_port=18686
 export EVENT_FILE="$here/event.json" BENCH_TOKEN="bench-token-0123456789"
 
 (cd "$repo" && cargo build --release -p switchyard >/dev/null 2>&1) || { echo "build failed" >&2; exit 1; }
+paced_bin=
+if [[ -n "${PACED_RATE:-}" ]]; then
+    paced_bin=$(cd "$repo" && cargo bench -p switchyard --bench ingest_paced --no-run --message-format=json 2>/dev/null \
+        | python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="ingest_paced" and m.get("executable"): print(m["executable"])')
+fi
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
 
 cleanup() {
@@ -128,6 +138,12 @@ ingest_only() {
     echo "ingest-only/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
 }
 ingest_only
+if [[ -n "${PACED_RATE:-}" ]]; then
+    start_router 'subscriptions = ["nothing.matches"]'
+    URL="http://127.0.0.1:$router_port/v1/accounts/bench/events" TOKEN="$BENCH_TOKEN" RATE="$PACED_RATE" SECS="$secs" CONNS="$conns" \
+        "$paced_bin" | grep "paced ingest"
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+fi
 run_scenario "no-plugins" ""
 run_scenario "event-filter" 'plugins = [ { name = "event-filter", config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] } } ]'
 fi
