@@ -25,11 +25,15 @@ fn env(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() {
     let Some(url) = env("URL") else {
-        eprintln!("ingest_paced: set URL, TOKEN, EVENT_FILE (and RATE, SECS, CONNS) to run; skipping");
+        eprintln!(
+            "ingest_paced: set URL, TOKEN, EVENT_FILE (and RATE, SECS, CONNS) to run; skipping"
+        );
         return;
     };
     let token = env("TOKEN").unwrap_or_default();
-    let body = Bytes::from(std::fs::read(env("EVENT_FILE").expect("EVENT_FILE")).expect("read EVENT_FILE"));
+    let body = Bytes::from(
+        std::fs::read(env("EVENT_FILE").expect("EVENT_FILE")).expect("read EVENT_FILE"),
+    );
     let rate: f64 = env("RATE").and_then(|r| r.parse().ok()).unwrap_or(20_000.0);
     let secs: u64 = env("SECS").and_then(|r| r.parse().ok()).unwrap_or(10);
     let conns: usize = env("CONNS").and_then(|r| r.parse().ok()).unwrap_or(64);
@@ -82,7 +86,11 @@ async fn main() {
         errors += e;
     }
     all.sort();
-    let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "paced ingest: target {rate:.0}/s over {conns} connections for {secs} s: {} accepted ({:.0}/s), {errors} errors; latency p50 {:?} p90 {:?} p99 {:?} p99.9 {:?} max {:?}",
         all.len(),

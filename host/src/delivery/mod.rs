@@ -407,23 +407,27 @@ impl Dispatcher {
                     if room == 0 {
                         Ok((true, None))
                     } else {
-                        store.due(ep.uid, now, room, |e| taken.contains(&e)).and_then(|due| {
-                            let full = due.len() >= room;
-                            let mut q = ep.queue();
-                            for d in due {
-                                taken.insert(d.event);
-                                q.push_back(Work::Stored(d));
-                            }
-                            drop(q);
-                            // Everything due now is taken: remember when the
-                            // next entry (a retry) comes due.
-                            let next = if full {
-                                None
-                            } else {
-                                store.next_due_ms(ep.uid, taken.len() + 1, |e| taken.contains(&e))?
-                            };
-                            Ok((full, next))
-                        })
+                        store
+                            .due(ep.uid, now, room, |e| taken.contains(&e))
+                            .and_then(|due| {
+                                let full = due.len() >= room;
+                                let mut q = ep.queue();
+                                for d in due {
+                                    taken.insert(d.event);
+                                    q.push_back(Work::Stored(d));
+                                }
+                                drop(q);
+                                // Everything due now is taken: remember when the
+                                // next entry (a retry) comes due.
+                                let next = if full {
+                                    None
+                                } else {
+                                    store.next_due_ms(ep.uid, taken.len() + 1, |e| {
+                                        taken.contains(&e)
+                                    })?
+                                };
+                                Ok((full, next))
+                            })
                     }
                 };
                 match scanned {
@@ -451,7 +455,11 @@ impl Dispatcher {
                 drop(permits);
                 let now = now_ms();
                 let next = ep.next_due_hint.load(Ordering::SeqCst);
-                let wait = if more_in_store { 1 } else { (next.saturating_sub(now)).clamp(1, 1000) as u64 };
+                let wait = if more_in_store {
+                    1
+                } else {
+                    (next.saturating_sub(now)).clamp(1, 1000) as u64
+                };
                 tokio::select! {
                     _ = ep.notify.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
