@@ -20,12 +20,6 @@ fn config(extra_server: &str) -> String {
     base_config(&format!("admin_token = \"{ADMIN}\"\n{extra_server}"))
 }
 
-fn endpoint(id: &str, url: &str, extra: &str) -> String {
-    format!(
-        "\n[[endpoints]]\nid = \"{id}\"\naccount = \"acct\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n{extra}\n"
-    )
-}
-
 /// A JSON request with a bearer token.
 async fn api(
     c: &Client,

@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn endpoint(id: &str, url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[endpoints]]
-id = "{id}"
-account = "acct"
-url = "{url}"
-secret = "{SECRET}"
-{extra}
-"#
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fans_out_by_subscription_with_plugins_and_verifiable_signatures() {
     let rx = Receiver::ok().await;
@@ -662,24 +649,8 @@ async fn crash_during_load_loses_no_acknowledged_event() {
                     "user.created"
                 };
                 let key = format!("{w}-{i}");
-                let body = json!({"event": kind, "payload": {"data": {"id": key}}}).to_string();
-                loop {
-                    let headers = [
-                        ("authorization", "Bearer test-token-aaaa"),
-                        ("content-type", "application/json"),
-                        ("idempotency-key", key.as_str()),
-                    ];
-                    match c.request_opt("POST", &url, &headers, body.clone()).await {
-                        Some(r) if r.status == 202 => {
-                            acked
-                                .lock()
-                                .unwrap()
-                                .push((key.clone(), kind == "license.created"));
-                            break;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
+                post_until_acked(&c, &url, kind, &key, Duration::from_millis(50)).await;
+                acked.lock().unwrap().push((key, kind == "license.created"));
             }
         }));
     }

@@ -31,19 +31,6 @@ fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn endpoint(id: &str, url: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[endpoints]]
-id = "{id}"
-account = "acct"
-url = "{url}"
-secret = "{SECRET}"
-{extra}
-"#
-    )
-}
-
 fn auth() -> (&'static str, String) {
     ("authorization", format!("Bearer {TOKEN}"))
 }
@@ -332,24 +319,9 @@ async fn crash_rounds() {
                     "user.created"
                 };
                 let key = format!("w{w}-{i}");
-                let body = json!({"event": kind, "payload": {"data": {"id": key}}}).to_string();
-                loop {
-                    let h = [
-                        ("authorization", "Bearer test-token-aaaa"),
-                        ("content-type", "application/json"),
-                        ("idempotency-key", key.as_str()),
-                    ];
-                    match c.request_opt("POST", &url, &h, body.clone()).await {
-                        Some(r) if r.status == 202 => {
-                            acked.lock().unwrap().push((key.clone(), license));
-                            break;
-                        }
-                        _ => {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
+                let tries = post_until_acked(&c, &url, kind, &key, Duration::from_millis(20)).await;
+                refused.fetch_add(tries as usize, Ordering::Relaxed);
+                acked.lock().unwrap().push((key, license));
                 i += 1;
             }
         }));

@@ -68,6 +68,21 @@ token = "other-token-bbbb"
     )
 }
 
+/// One `[[endpoints]]` table of account `acct`, signed with [`SECRET`];
+/// `extra` adds lines (subscriptions, plugins, retry_schedule, …).
+pub fn endpoint(id: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[endpoints]]
+id = "{id}"
+account = "acct"
+url = "{url}"
+secret = "{SECRET}"
+{extra}
+"#
+    )
+}
+
 impl Router {
     /// Writes `config` into a fresh directory, copies `plugins` (name, wasm
     /// path) into its plugin folder, and starts `switchyard serve`.
@@ -493,6 +508,35 @@ impl Client {
             body.to_string(),
         )
         .await
+    }
+}
+
+/// Posts `{"event": kind, "payload": {"data": {"id": key}}}` with the test
+/// token and `Idempotency-Key: key` until the router answers 202 — as a
+/// producer does while the router is down or restarting — pausing between
+/// tries. Returns how many tries were refused.
+pub async fn post_until_acked(
+    c: &Client,
+    url: &str,
+    kind: &str,
+    key: &str,
+    pause: Duration,
+) -> u64 {
+    let body = serde_json::json!({"event": kind, "payload": {"data": {"id": key}}}).to_string();
+    let headers = [
+        ("authorization", "Bearer test-token-aaaa"),
+        ("content-type", "application/json"),
+        ("idempotency-key", key),
+    ];
+    let mut refused = 0;
+    loop {
+        match c.request_opt("POST", url, &headers, body.clone()).await {
+            Some(r) if r.status == 202 => return refused,
+            _ => {
+                refused += 1;
+                tokio::time::sleep(pause).await;
+            }
+        }
     }
 }
 
