@@ -2,7 +2,7 @@
 //! CRUD, rotate-secret, ping, recover) and webhook events
 //! (`admin::events`: list, show, retry), plus the admin's plugin list.
 //!
-//! Every account route authenticates first (`api::authorize_account`), so
+//! Every account route authenticates first (`AppState::authorize_account`), so
 //! with another account's token every route of an account, even a wrong
 //! method or an unknown sub-path, answers 404 and reveals nothing.
 
@@ -33,14 +33,8 @@ pub async fn route(
             Ok(plugins(state))
         }
         ["v1", "accounts", account, rest @ ..] if !rest.is_empty() => {
-            let config = state.config();
             let snap = state.registry.snapshot();
-            api::authorize_account(
-                req.headers(),
-                &snap,
-                config.server.admin_token.as_deref(),
-                account,
-            )?;
+            state.authorize_account(req.headers(), &snap, account)?;
             let account = account.to_string();
             use Method as M;
             match (&method, rest) {

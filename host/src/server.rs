@@ -46,6 +46,21 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Authenticates a request for `account` (account token or admin token).
+    pub fn authorize_account(
+        &self,
+        headers: &http::HeaderMap,
+        snap: &crate::registry::Snapshot,
+        account: &str,
+    ) -> Result<api::Principal, ApiError> {
+        api::authorize_account(
+            headers,
+            snap,
+            self.config().server.admin_token.as_deref(),
+            account,
+        )
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets open
@@ -310,12 +325,7 @@ async fn ingest_inner(
     }
     let config = state.config();
     let snap = state.registry.snapshot();
-    api::authorize_account(
-        req.headers(),
-        &snap,
-        config.server.admin_token.as_deref(),
-        account,
-    )?;
+    state.authorize_account(req.headers(), &snap, account)?;
     require_json(req.headers())?;
     let idem_header = match req.headers().get("idempotency-key") {
         None => None,

@@ -202,14 +202,16 @@ type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// later than when it was stored (the time in its UUIDv7), so a producer's
 /// future `created` cannot hold a delivery back.
 pub fn initial_due_ms(id: Uuid, created_ms: i64) -> i64 {
-    let stored = id
-        .get_timestamp()
-        .map(|t| {
-            let (s, n) = t.to_unix();
-            s as i64 * 1000 + (n / 1_000_000) as i64
-        })
-        .unwrap_or(created_ms);
+    let stored = stored_ms(id).unwrap_or(created_ms);
     created_ms.min(stored).max(0)
+}
+
+/// When an event was stored: the Unix-ms time in its UUIDv7.
+pub fn stored_ms(id: Uuid) -> Option<i64> {
+    id.get_timestamp().map(|t| {
+        let (s, n) = t.to_unix();
+        s as i64 * 1000 + (n / 1_000_000) as i64
+    })
 }
 
 pub fn now_ms() -> i64 {
@@ -596,13 +598,7 @@ impl Store {
         for kv in self.tree.scan_prefix(&prefix) {
             let (k, _) = kv?;
             let event = uuid_at(&k, prefix.len());
-            let stored_ms = event
-                .get_timestamp()
-                .map(|t| {
-                    let (s, n) = t.to_unix();
-                    s as i64 * 1000 + (n / 1_000_000) as i64
-                })
-                .unwrap_or(i64::MAX);
+            let stored_ms = stored_ms(event).unwrap_or(i64::MAX);
             if stored_ms >= cutoff_ms || deleted >= max {
                 break;
             }

@@ -119,6 +119,12 @@ impl EndpointShared {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the pump and has it read the due index at its next turn.
+    fn wake_to_scan(&self) {
+        self.scan_requested.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
     fn live(&self) -> Arc<LiveEndpoint> {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -224,8 +230,7 @@ impl Dispatcher {
                     } else if cap < old {
                         shared.sem.forget_permits(old - cap);
                     }
-                    shared.scan_requested.store(true, Ordering::SeqCst);
-                    shared.notify.notify_one();
+                    shared.wake_to_scan();
                 }
                 None => {
                     let health = self.inner.store.endpoint_state(*uid).unwrap_or_default();
@@ -263,8 +268,7 @@ impl Dispatcher {
     /// Wakes an endpoint's pump (new deliveries are due).
     pub fn notify(&self, uid: Uuid) {
         if let Some(s) = self.shared(uid) {
-            s.scan_requested.store(true, Ordering::SeqCst);
-            s.notify.notify_one();
+            s.wake_to_scan();
         }
     }
 
@@ -277,8 +281,7 @@ impl Dispatcher {
             let mut taken = s.in_flight();
             if taken.len() >= MAX_TAKEN || !taken.insert(event_id) {
                 drop(taken);
-                s.scan_requested.store(true, Ordering::SeqCst);
-                s.notify.notify_one();
+                s.wake_to_scan();
                 return;
             }
             let due_ms = crate::store::initial_due_ms(event_id, event.created_ms);
@@ -316,8 +319,7 @@ impl Dispatcher {
         self.inner.store.put_endpoint_state(uid, &state)?;
         if let Some(s) = self.shared(uid) {
             *s.health() = state;
-            s.scan_requested.store(true, Ordering::SeqCst);
-            s.notify.notify_one();
+            s.wake_to_scan();
         }
         Ok(())
     }
