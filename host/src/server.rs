@@ -376,7 +376,8 @@ async fn ingest_inner(
             .map(|e| (e.uid, e.spec.id.clone()))
             .collect(),
     };
-    let record = Arc::new(new.record.clone());
+    // A copy for the pumps' in-memory hand-over, when any endpoint wants it.
+    let record = (!endpoints.is_empty()).then(|| Arc::new(new.record.clone()));
     let committed = state.store.commit(new).await.map_err(|e| {
         warn!(error = %e, "event not stored");
         ApiError::unavailable(format!(
@@ -385,8 +386,10 @@ async fn ingest_inner(
     })?;
     if !committed.duplicate {
         state.metrics.event_ingested(account, &parsed.event_type);
-        for e in &endpoints {
-            state.dispatcher.offer(e.uid, committed.id, record.clone());
+        if let Some(record) = &record {
+            for e in &endpoints {
+                state.dispatcher.offer(e.uid, committed.id, record.clone());
+            }
         }
         tracing::Span::current().record("event", tracing::field::display(committed.id));
         debug!(deliveries = endpoints.len(), "event stored");
@@ -405,7 +408,7 @@ async fn ingest_inner(
     });
     if committed.duplicate {
         body["meta"] = json!({"duplicate": true});
-        if let Ok(Some(first)) = state.store.event(committed.id) {
+        if let Ok(Some(first)) = state.store.event(account, committed.id) {
             body["data"]["attributes"]["event"] = json!(first.event_type);
             body["data"]["attributes"]["created"] = json!(rfc3339(first.created_ms));
             body["data"]["attributes"]["endpoints"] = json!(first.endpoints);

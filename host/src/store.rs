@@ -8,14 +8,16 @@
 //! flushes once, then acknowledges them all.
 //!
 //! Key layout (ids are 16 raw bytes, times big-endian ms):
-//! - `e/<event>` → [`EventRecord`]
-//! - `a/<account>\0<event>` → () — per-account index, time-ordered (UUIDv7)
+//! - `e/<account>\0<event>` → [`EventRecord`] — an account's events in time
+//!   order (UUIDv7), payload compressed
 //! - `d/<event><endpoint-uid>` → [`DeliveryRecord`]
 //! - `q/<endpoint-uid><due-ms><event>` → () — the due index
 //! - `t/<event><endpoint-uid><attempt-no>` → [`AttemptRecord`]
 //! - `i/<account>\0<key>` → [`IdemRecord`]
 //! - `n/<account>\0<endpoint-id>` → endpoint created through the API
 //! - `x/<endpoint-uid>` → [`EndpointState`]
+//! - `v/format` → the layout's version ([`FORMAT`]); older stores are
+//!   migrated when opened
 
 use std::path::Path;
 use std::thread;
@@ -24,6 +26,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+/// The store's layout version. 1: events under `e/<event>` with an
+/// `a/<account>\0<event>` index and raw payloads; 2: events under their
+/// account, payload compressed.
+pub const FORMAT: u32 = 2;
+const FORMAT_KEY: &[u8] = b"v/format";
 
 /// How long an idempotency key dedupes.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -51,10 +59,104 @@ pub struct EventRecord {
     pub created_ms: i64,
     /// The producer's own id (`id` / Keygen `idempotencyToken`), if any.
     pub source_id: Option<String>,
-    /// The resource document, JSON bytes as received.
+    /// The resource document, JSON bytes as received (stored compressed:
+    /// see [`packed`]).
+    #[serde(with = "packed")]
     pub payload: Vec<u8>,
     /// Ids of the endpoints it was fanned out to.
     pub endpoints: Vec<String>,
+}
+
+/// Event payloads on disk: zstd level 1, which halves a typical 1 KB
+/// Keygen document (1,206 → 651 bytes) for about 6 µs. sled rewrites a
+/// whole leaf (up to 16 entries) every few inserts, so the bytes of a
+/// stored event are written several times over; halving them halves the
+/// data every flush and every periodic fsync has to push (BENCHMARKS.md).
+/// Layout: tag 0 + the bytes as they are (when compression does not pay),
+/// or tag 1 + original length (u32 LE) + one zstd frame.
+mod packed {
+    use serde::{Deserializer, Serializer};
+    use std::cell::RefCell;
+
+    const RAW: u8 = 0;
+    const ZSTD: u8 = 1;
+    /// Larger than any payload ingest accepts; guards against a corrupt length.
+    const MAX_LEN: usize = 256 << 20;
+
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            RefCell::new(zstd::bulk::Compressor::new(1).ok());
+        static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            RefCell::new(zstd::bulk::Decompressor::new().ok());
+    }
+
+    pub fn pack(payload: &[u8]) -> Vec<u8> {
+        let compressed = (payload.len() >= 64 && payload.len() <= MAX_LEN)
+            .then(|| {
+                COMPRESSOR.with(|c| {
+                    c.borrow_mut()
+                        .as_mut()
+                        .and_then(|c| c.compress(payload).ok())
+                })
+            })
+            .flatten()
+            .filter(|z| z.len() + 5 < payload.len());
+        match compressed {
+            Some(z) => {
+                let mut out = Vec::with_capacity(z.len() + 5);
+                out.push(ZSTD);
+                out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                out.extend_from_slice(&z);
+                out
+            }
+            None => {
+                let mut out = Vec::with_capacity(payload.len() + 1);
+                out.push(RAW);
+                out.extend_from_slice(payload);
+                out
+            }
+        }
+    }
+
+    pub fn unpack(stored: &[u8]) -> Result<Vec<u8>, String> {
+        match stored.split_first() {
+            Some((&RAW, rest)) => Ok(rest.to_vec()),
+            Some((&ZSTD, rest)) if rest.len() >= 4 => {
+                let (len, frame) = rest.split_at(4);
+                let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if len > MAX_LEN {
+                    return Err(format!("payload length {len} out of range"));
+                }
+                DECOMPRESSOR.with(|d| match d.borrow_mut().as_mut() {
+                    Some(d) => d
+                        .decompress(frame, len)
+                        .map_err(|e| format!("payload does not decompress: {e}")),
+                    None => Err("no zstd decompressor".into()),
+                })
+            }
+            _ => Err("unknown payload encoding".into()),
+        }
+    }
+
+    // As bytes, not a sequence of u8: the same postcard encoding (length,
+    // then the bytes), without a serde call per byte.
+    pub fn serialize<S: Serializer>(payload: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&pack(payload))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a stored payload")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                unpack(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +277,13 @@ pub struct Committed {
 
 /// Work for the writer thread.
 enum Job {
-    /// Store an event durably (flushed before the answer).
-    Ingest(NewEvent, oneshot::Sender<Result<Committed, String>>),
+    /// Store an event durably (flushed before the answer), with its record
+    /// already encoded (by the caller's thread, not the writer's).
+    Ingest(
+        NewEvent,
+        Vec<u8>,
+        oneshot::Sender<Result<Committed, String>>,
+    ),
     /// Apply the writes of a finished attempt (no flush needed).
     Ops(Ops, oneshot::Sender<Result<(), String>>),
 }
@@ -236,14 +343,14 @@ fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
 pub mod keys {
     use uuid::Uuid;
 
-    pub fn event(id: Uuid) -> Vec<u8> {
-        [b"e/".as_slice(), id.as_bytes()].concat()
+    /// Events live under their account, in time order (UUIDv7): the key
+    /// itself is the account's event index, so there is no second key to
+    /// write per event, and an event can only be found through its account.
+    pub fn event(account: &str, id: Uuid) -> Vec<u8> {
+        [b"e/".as_slice(), account.as_bytes(), b"\0", id.as_bytes()].concat()
     }
-    pub fn account_index(account: &str, id: Uuid) -> Vec<u8> {
-        [b"a/".as_slice(), account.as_bytes(), b"\0", id.as_bytes()].concat()
-    }
-    pub fn account_prefix(account: &str) -> Vec<u8> {
-        [b"a/".as_slice(), account.as_bytes(), b"\0"].concat()
+    pub fn event_prefix(account: &str) -> Vec<u8> {
+        [b"e/".as_slice(), account.as_bytes(), b"\0"].concat()
     }
     pub fn delivery(event: Uuid, ep: Uuid) -> Vec<u8> {
         [b"d/".as_slice(), event.as_bytes(), ep.as_bytes()].concat()
@@ -332,6 +439,7 @@ impl Store {
             .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("switchyard")?;
+        migrate(&db, &tree)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);
         let (wdb, wtree) = (db.clone(), tree.clone());
         let write_error = std::sync::Arc::new(std::sync::Mutex::new(None));
@@ -361,8 +469,9 @@ impl Store {
     /// or finds it already stored under the same idempotency key.
     pub async fn commit(&self, event: NewEvent) -> Result<Committed, String> {
         let (tx, rx) = oneshot::channel();
+        let record = enc(&event.record);
         self.writer
-            .send(Job::Ingest(event, tx))
+            .send(Job::Ingest(event, record, tx))
             .await
             .map_err(|_| "the store is shutting down".to_string())?;
         rx.await
@@ -386,8 +495,9 @@ impl Store {
         }
     }
 
-    pub fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
-        self.get(&keys::event(id))
+    /// An account's event (another account's id finds nothing).
+    pub fn event(&self, account: &str, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.get(&keys::event(account, id))
     }
 
     pub fn delivery(&self, event: Uuid, ep: Uuid) -> Result<Option<DeliveryRecord>, StoreError> {
@@ -513,9 +623,9 @@ impl Store {
         before: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let prefix = keys::account_prefix(account);
+        let prefix = keys::event_prefix(account);
         let end = match before {
-            Some(id) => keys::account_index(account, id),
+            Some(id) => keys::event(account, id),
             None => prefix_end(&prefix),
         };
         let mut out = Vec::new();
@@ -593,7 +703,7 @@ impl Store {
     /// whose deliveries are all final, with their deliveries and attempts,
     /// and idempotency keys past their window. Returns events deleted.
     pub fn prune(&self, account: &str, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
-        let prefix = keys::account_prefix(account);
+        let prefix = keys::event_prefix(account);
         let mut deleted = 0;
         for kv in self.tree.scan_prefix(&prefix) {
             let (k, _) = kv?;
@@ -617,7 +727,6 @@ impl Store {
                 }
                 batch.remove(keys::delivery(event, *ep));
             }
-            batch.remove(keys::event(event));
             batch.remove(k);
             self.tree.apply_batch(batch)?;
             deleted += 1;
@@ -662,6 +771,79 @@ impl Store {
     }
 }
 
+/// Brings a store written by an older Switchyard to [`FORMAT`], in
+/// batches (each atomic: an event is under its old key or its new one),
+/// so an interrupted migration resumes where it stopped.
+fn migrate(db: &sled::Db, tree: &sled::Tree) -> Result<(), StoreError> {
+    let version = match tree.get(FORMAT_KEY)? {
+        Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+        Some(_) => return Err(StoreError::Write("unreadable store format marker".into())),
+        None => 1,
+    };
+    if version > FORMAT {
+        return Err(StoreError::Write(format!(
+            "the store was written by a newer Switchyard (format {version}, this one reads up to {FORMAT}): \
+             run that version, or point data_dir at a new folder"
+        )));
+    }
+    if version == 1 {
+        /// Format 1's event record: the same fields, the payload raw.
+        #[derive(Deserialize)]
+        struct V1 {
+            account: String,
+            event_type: String,
+            created_ms: i64,
+            source_id: Option<String>,
+            payload: Vec<u8>,
+            endpoints: Vec<String>,
+        }
+        let mut moved = 0usize;
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in tree.scan_prefix(b"a/").keys().take(1000) {
+                let k = kv?;
+                n += 1;
+                batch.remove(k.clone());
+                let Some(nul) = k.iter().position(|&b| b == 0) else {
+                    continue;
+                };
+                if k.len() != nul + 17 {
+                    continue;
+                }
+                let id = uuid_at(&k, nul + 1);
+                let old = [b"e/".as_slice(), id.as_bytes()].concat();
+                if let Some(v) = tree.get(&old)? {
+                    let r: V1 = dec(&old, &v)?;
+                    let record = EventRecord {
+                        account: r.account,
+                        event_type: r.event_type,
+                        created_ms: r.created_ms,
+                        source_id: r.source_id,
+                        payload: r.payload,
+                        endpoints: r.endpoints,
+                    };
+                    batch.insert(keys::event(&record.account, id), enc(&record));
+                    batch.remove(old);
+                    moved += 1;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            tree.apply_batch(batch)?;
+        }
+        if moved > 0 {
+            tracing::info!(events = moved, "store migrated from format 1 to {FORMAT}");
+        }
+    }
+    if version != FORMAT {
+        tree.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+        db.flush()?;
+    }
+    Ok(())
+}
+
 /// The writer thread: every write of the store goes through it, in
 /// groups — one sled batch for every job waiting, and one flush when the
 /// group holds an ingest (attempt results need none). One writer means no
@@ -690,7 +872,7 @@ fn writer_loop(
         let mut claimed: std::collections::HashMap<Vec<u8>, Uuid> =
             std::collections::HashMap::new();
         for job in &mut group {
-            let ev = match job {
+            let (ev, record) = match job {
                 Job::Ops(ops, _) => {
                     for (k, v) in ops.drain(..) {
                         match v {
@@ -701,7 +883,7 @@ fn writer_loop(
                     answers.push(None);
                     continue;
                 }
-                Job::Ingest(ev, _) => ev,
+                Job::Ingest(ev, record, _) => (ev, record),
             };
             // Every ingest answer waits for a flush, duplicates too: the
             // first copy may still be unflushed (its own flush failed, e.g.
@@ -742,8 +924,10 @@ fn writer_loop(
                 );
                 claimed.insert(ik, ev.id);
             }
-            batch.insert(keys::event(ev.id), enc(&ev.record));
-            batch.insert(keys::account_index(&ev.record.account, ev.id), &[] as &[u8]);
+            batch.insert(
+                keys::event(&ev.record.account, ev.id),
+                std::mem::take(record),
+            );
             let due_ms = initial_due_ms(ev.id, ev.record.created_ms);
             for (uid, endpoint) in &ev.deliveries {
                 let rec = DeliveryRecord {
@@ -791,14 +975,14 @@ fn writer_loop(
                 (Job::Ops(_, reply), _) => {
                     let _ = reply.send(result.clone());
                 }
-                (Job::Ingest(_, reply), Some(answer)) => {
+                (Job::Ingest(_, _, reply), Some(answer)) => {
                     let answer = match (&result, answer) {
                         (Err(e), Ok(_)) => Err(e.clone()),
                         (_, a) => a,
                     };
                     let _ = reply.send(answer);
                 }
-                (Job::Ingest(_, reply), None) => {
+                (Job::Ingest(_, _, reply), None) => {
                     let _ = reply.send(Err("internal: no answer".into()));
                 }
             }
@@ -892,5 +1076,81 @@ mod tests {
             .list_events("acct", Some(*page.last().unwrap()), 150)
             .unwrap();
         assert_eq!(rest.len(), 50);
+    }
+    #[tokio::test]
+    async fn events_are_found_only_through_their_account_and_payloads_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let doc = std::fs::read("benches/load/event.json").unwrap();
+        let mut ev = new_event("acct", None, &[]);
+        ev.record.payload = doc.clone();
+        let id = store.commit(ev).await.unwrap().id;
+        let stored = store.event("acct", id).unwrap().unwrap();
+        assert_eq!(stored.payload, doc);
+        assert!(store.event("other", id).unwrap().is_none());
+        // On disk the document is compressed, and every form reads back.
+        let raw = store.tree.get(keys::event("acct", id)).unwrap().unwrap();
+        assert!(
+            raw.len() < doc.len() * 3 / 4,
+            "{} of {}",
+            raw.len(),
+            doc.len()
+        );
+        for payload in [Vec::new(), b"{}".to_vec(), doc.clone(), vec![b'x'; 3 << 20]] {
+            assert_eq!(packed::unpack(&packed::pack(&payload)).unwrap(), payload);
+        }
+        assert!(packed::unpack(&[1, 0xff, 0xff, 0xff, 0x7f, 0]).is_err());
+        assert!(packed::unpack(&[9]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_format_1_store_is_migrated_when_opened() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            account: &'a str,
+            event_type: &'a str,
+            created_ms: i64,
+            source_id: Option<String>,
+            payload: &'a [u8],
+            endpoints: Vec<String>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<Uuid> = (0..2500).map(|_| Uuid::now_v7()).collect();
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree("switchyard").unwrap();
+            for (n, id) in ids.iter().enumerate() {
+                let account = if n % 2 == 0 { "acct" } else { "other" };
+                let v1 = V1 {
+                    account,
+                    event_type: "license.created",
+                    created_ms: 1,
+                    source_id: None,
+                    payload: br#"{"data":{"type":"licenses"}}"#,
+                    endpoints: vec!["crm".into()],
+                };
+                tree.insert([b"e/".as_slice(), id.as_bytes()].concat(), enc(&v1))
+                    .unwrap();
+                tree.insert(
+                    [b"a/".as_slice(), account.as_bytes(), b"\0", id.as_bytes()].concat(),
+                    &[] as &[u8],
+                )
+                .unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let account = if n % 2 == 0 { "acct" } else { "other" };
+            let ev = store.event(account, *id).unwrap().unwrap();
+            assert_eq!(ev.payload, br#"{"data":{"type":"licenses"}}"#);
+            assert_eq!(ev.endpoints, vec!["crm".to_string()]);
+        }
+        assert_eq!(store.list_events("acct", None, 5000).unwrap().len(), 1250);
+        assert_eq!(store.tree.scan_prefix(b"a/").count(), 0);
+        assert_eq!(
+            store.tree.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            FORMAT.to_be_bytes()
+        );
     }
 }

@@ -116,7 +116,7 @@ fn resource(
 fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
     let nf = || ApiError::not_found(&format!("webhook event {id:?}"));
     let uuid = Uuid::parse_str(id).map_err(|_| nf())?;
-    match store.event(uuid).map_err(storage)? {
+    match store.event(account, uuid).map_err(storage)? {
         Some(ev) if ev.account == account => Ok((uuid, ev)),
         _ => Err(nf()),
     }
@@ -218,7 +218,9 @@ pub async fn list(
                     }
                     cursor = Some(id);
                     scanned += 1;
-                    let Some(ev) = store.event(id)? else { continue };
+                    let Some(ev) = store.event(&account_s, id)? else {
+                        continue;
+                    };
                     if !f.events.is_empty()
                         && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type))
                     {

@@ -543,7 +543,7 @@ impl Dispatcher {
             stale(store)?;
             return Ok(None);
         }
-        let Some(event) = store.event(due.event)? else {
+        let Some(event) = store.event(&live.spec.account, due.event)? else {
             stale(store)?;
             return Ok(None);
         };
