@@ -11,7 +11,9 @@
 #      acknowledged by nginx, divided by the time from start to fully drained.
 # Optional: PACED_RATE=20000 also measures ingest latency at that fixed rate
 # (host/benches/ingest_paced.rs; wrk's own latency is at saturation),
-# PACED_TRIALS times (default 1), then probes the disk's own write stalls.
+# PACED_TRIALS times (default 1), then probes the disk's own write stalls;
+# ONLY_PACED=1 skips ingest at saturation and end to end.
+# SWITCHYARD_BIN=path runs another build (an A/B in one sitting).
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
 # pending (receiver down); ONLY_PENDING=1 skips the other steps.
 set -euo pipefail
@@ -19,7 +21,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
 secs=${1:-10}
 conns=${CONNS:-64}
-bin="$repo/target/release/switchyard"
+bin="${SWITCHYARD_BIN:-$repo/target/release/switchyard}"  # SWITCHYARD_BIN: another build, for an A/B in one sitting
 work=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-load.XXXXXX")
 nginx_port=18204
 router_port=18686
@@ -138,7 +140,7 @@ ingest_only() {
     echo "ingest-only: $rate req/s (p50 $(echo "$out" | awk '$1=="50%"{print $2}'), p99 $(echo "$out" | awk '$1=="99%"{print $2}'), non-2xx $(echo "$out" | awk '/Non-2xx/{print $5}')); durable, no deliveries"
     echo "ingest-only/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
 }
-ingest_only
+[[ -z "${ONLY_PACED:-}" ]] && ingest_only
 if [[ -n "${PACED_RATE:-}" ]]; then
     # One paced run is at the mercy of a disk stall (see the device probe
     # below): PACED_TRIALS runs it that many times, each on a fresh router.
@@ -146,7 +148,7 @@ if [[ -n "${PACED_RATE:-}" ]]; then
     for t in $(seq "$trials"); do
         start_router 'subscriptions = ["nothing.matches"]'
         URL="http://127.0.0.1:$router_port/v1/accounts/bench/events" TOKEN="$BENCH_TOKEN" RATE="$PACED_RATE" SECS="$secs" CONNS="$conns" \
-            "$paced_bin" | grep "paced ingest" | tee -a "$work/paced.txt"
+            "$paced_bin" | grep -E "paced ingest|generator:" | tee -a "$work/paced.txt"
         kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
     done
     if [[ "$trials" -gt 1 ]]; then
@@ -159,6 +161,7 @@ if [[ -n "${PACED_RATE:-}" ]]; then
     # way sled makes a group durable).
     python3 "$here/disk_probe.py" "$work/probe.bin"
 fi
+[[ -n "${ONLY_PACED:-}" ]] && exit 0
 run_scenario "no-plugins" ""
 run_scenario "event-filter" 'plugins = [ { name = "event-filter", config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] } } ]'
 fi
