@@ -152,8 +152,8 @@ if [[ -n "${PACED_RATE:-}" ]]; then
         kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
     done
     if [[ "$trials" -gt 1 ]]; then
-        sed -n 's/.* p99 \([0-9.]*\)\(m\?s\) .*/\1 \2/p' "$work/paced.txt" \
-            | awk '{v=$1; if ($2=="s") v*=1000; print v}' | sort -n \
+        grep "paced ingest" "$work/paced.txt" | sed -n 's/.* p99 \([0-9.]*\)\(µs\|ms\|s\) .*/\1 \2/p' \
+            | awk '{v=$1; if ($2=="s") v*=1000; if ($2=="µs") v/=1000; print v}' | sort -n \
             | awk '{a[NR]=$1} END{printf "paced p99 over %d trials: median %.1f ms, best %.1f ms, worst %.1f ms\n", NR, a[int((NR+1)/2)], a[1], a[NR]}'
     fi
     # The baseline for the latency tail: the disk's own stalls, probed in
