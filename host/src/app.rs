@@ -38,8 +38,12 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let store = Store::open(&data_dir.join("store"), config.server.cache_bytes)
-        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = Store::open(
+        &data_dir.join("store"),
+        config.server.cache_bytes,
+        config.server.fsync_interval,
+    )
+    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
 
     let runtime =
         PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;

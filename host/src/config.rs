@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// sled page cache, bytes.
     pub cache_bytes: u64,
+    /// How often sled fsyncs its file (its power-loss window; see
+    /// docs/ARCHITECTURE.md, "What flushed means").
+    pub fsync_interval: Duration,
     /// Events and attempts older than this are deleted.
     pub retention: Duration,
 }
@@ -227,6 +230,7 @@ struct RawServer {
     admin_token_env: Option<String>,
     log_format: Option<String>,
     cache_size: Option<String>,
+    fsync_interval: Option<String>,
     retention: Option<String>,
 }
 
@@ -499,12 +503,26 @@ impl Config {
             admin_token,
             log_format,
             cache_bytes: c.size("server.cache_size", &s.cache_size, 8 << 20),
+            fsync_interval: c.duration(
+                "server.fsync_interval",
+                &s.fsync_interval,
+                Duration::from_millis(50),
+            ),
             retention: c.duration(
                 "server.retention",
                 &s.retention,
                 Duration::from_secs(30 * 86400),
             ),
         };
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&server.fsync_interval) {
+            c.err(
+                "server.fsync_interval",
+                format!(
+                    "{} is out of range: write between \"10ms\" and \"10s\" (default \"50ms\")",
+                    humantime::format_duration(server.fsync_interval)
+                ),
+            );
+        }
 
         // [plugins]
         let p = &raw.plugins;
@@ -848,6 +866,27 @@ subscriptions = ["lic*"]
         assert!(all.contains("needs `secret`"), "{all}");
         assert!(all.contains("t.toml:5: endpoints[0]"), "{all}");
         assert!(errs.errors.len() >= 6);
+    }
+
+    #[test]
+    fn fsync_interval_defaults_and_is_bounded() {
+        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.server.fsync_interval, Duration::from_millis(50));
+        let text = GOOD.replace("[server]\n", "[server]\nfsync_interval = \"200ms\"\n");
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        assert_eq!(c.server.fsync_interval, Duration::from_millis(200));
+        for bad in ["1ms", "1m", "soon"] {
+            let text = GOOD.replace(
+                "[server]\n",
+                &format!("[server]\nfsync_interval = \"{bad}\"\n"),
+            );
+            let errs = Config::parse(Path::new("t.toml"), &text, &env).unwrap_err();
+            assert!(
+                errs.to_string().contains("server.fsync_interval"),
+                "{bad}: {errs}"
+            );
+        }
     }
 
     #[test]
