@@ -1420,6 +1420,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         "switchyard_plugin_reloads",
         "switchyard_plugin_load_failures",
         "switchyard_store_bytes",
+        "switchyard_store_flush_duration_seconds",
     ] {
         assert!(
             before["families"].get(fam).is_some(),
@@ -1467,6 +1468,12 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     );
     assert!(delta("switchyard_attempt_duration_seconds_count", &[]) >= 3.0);
     assert!(delta("switchyard_plugin_call_duration_seconds_count", &[]) >= 3.0);
+    // Each 202 waited for a group flush (one flush may serve several).
+    let flushes = delta("switchyard_store_flush_duration_seconds_count", &[]);
+    assert!(
+        (1.0..=3.0).contains(&flushes),
+        "{flushes} flushes for 3 events"
+    );
     assert_eq!(
         sample(&after, "switchyard_due_deliveries", &[("endpoint", "m")]),
         0.0

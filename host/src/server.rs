@@ -225,6 +225,7 @@ fn metrics(state: &AppState) -> Response<Body> {
             .filter(|s| !s.sha256.is_empty())
             .count() as u64,
         in_flight: state.dispatcher.in_flight(),
+        store_flush: Some(state.store.flush_latency()),
     };
     api::text(
         StatusCode::OK,

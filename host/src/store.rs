@@ -300,6 +300,9 @@ pub struct Store {
     /// set this stays until a restart: ingest answers 503, delivery pauses
     /// (it could not record attempts), and `/readyz` says why.
     write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// How long each group flush took: a flush that waits on a stalled
+    /// disk delays every ingest answer in its group.
+    flush_latency: std::sync::Arc<crate::telemetry::Histogram>,
 }
 
 /// Key writes (`None` = remove) applied together.
@@ -455,20 +458,30 @@ impl Store {
         let (wdb, wtree) = (db.clone(), tree.clone());
         let write_error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let werr = write_error.clone();
+        let flush_latency = std::sync::Arc::new(crate::telemetry::Histogram::new(
+            crate::telemetry::FLUSH_BUCKETS,
+        ));
+        let flushes = flush_latency.clone();
         thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(wdb, wtree, rx, werr))
+            .spawn(move || writer_loop(wdb, wtree, rx, werr, flushes))
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
         Ok(Store {
             db,
             tree,
             writer: tx,
             write_error,
+            flush_latency,
         })
     }
 
     /// The store's last write error, if its latest write failed (see
     /// the `write_error` field: with sled this lasts until a restart).
+    /// The group flushes' latency histogram (for `/metrics`).
+    pub fn flush_latency(&self) -> std::sync::Arc<crate::telemetry::Histogram> {
+        self.flush_latency.clone()
+    }
+
     pub fn write_error(&self) -> Option<String> {
         self.write_error
             .lock()
@@ -865,6 +878,7 @@ fn writer_loop(
     tree: sled::Tree,
     mut rx: mpsc::Receiver<Job>,
     write_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    flush_latency: std::sync::Arc<crate::telemetry::Histogram>,
 ) {
     let mut group: Vec<Job> = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
@@ -965,7 +979,9 @@ fn writer_loop(
         let mut result = tree.apply_batch(batch).map(|_| ());
         let applied = started.elapsed();
         if needs_flush {
+            let flush_started = std::time::Instant::now();
             result = result.and_then(|_| db.flush().map(|_| ()));
+            flush_latency.observe(flush_started.elapsed());
         }
         tracing::trace!(jobs = group.len(), ?applied, flushed = ?(started.elapsed() - applied), "group written");
         let result = result.map_err(|e| format!("storage error: {e}"));

@@ -86,6 +86,10 @@ impl Histogram {
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0,
 ];
+/// Group flushes: sub-millisecond normally; the upper buckets count disk stalls.
+pub const FLUSH_BUCKETS: &[f64] = &[
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 const PLUGIN_BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1,
 ];
@@ -164,6 +168,7 @@ pub struct Gauges {
     pub plugin_load_failures: u64,
     pub plugins_loaded: u64,
     pub in_flight: u64,
+    pub store_flush: Option<std::sync::Arc<Histogram>>,
 }
 
 impl Metrics {
@@ -201,6 +206,10 @@ impl Metrics {
         out.push_str("# HELP switchyard_ingest_duration_seconds Time from request to durable 202.\n# TYPE switchyard_ingest_duration_seconds histogram\n");
         self.ingest_latency
             .render(&mut out, "switchyard_ingest_duration_seconds", "");
+        if let Some(h) = &g.store_flush {
+            out.push_str("# HELP switchyard_store_flush_duration_seconds Group flushes of the store (every ingest in a group waits for its flush).\n# TYPE switchyard_store_flush_duration_seconds histogram\n");
+            h.render(&mut out, "switchyard_store_flush_duration_seconds", "");
+        }
         out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by endpoint.\n# TYPE switchyard_deliveries_total counter\n");
         self.deliveries
             .render(&mut out, "switchyard_deliveries_total");

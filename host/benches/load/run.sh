@@ -149,6 +149,10 @@ if [[ -n "${PACED_RATE:-}" ]]; then
         start_router 'subscriptions = ["nothing.matches"]'
         URL="http://127.0.0.1:$router_port/v1/accounts/bench/events" TOKEN="$BENCH_TOKEN" RATE="$PACED_RATE" SECS="$secs" CONNS="$conns" \
             "$paced_bin" | grep -E "paced ingest|generator:" | tee -a "$work/paced.txt"
+        # The router's own view of the disk in that trial: group flushes
+        # that took over 5 ms and over 25 ms (a stalled disk).
+        flushes=$(metric switchyard_store_flush_duration_seconds_count '')
+        echo "store: $flushes group flushes, $((flushes - $(metric switchyard_store_flush_duration_seconds_bucket 'le="0.005"'))) over 5 ms, $((flushes - $(metric switchyard_store_flush_duration_seconds_bucket 'le="0.025"'))) over 25 ms"
         kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
     done
     if [[ "$trials" -gt 1 ]]; then
