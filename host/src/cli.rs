@@ -459,6 +459,18 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The endpoint table's header, one per cell of [`endpoint_row`].
+const ENDPOINT_COLUMNS: &[&str] = &[
+    "ID",
+    "URL",
+    "SUBSCRIPTIONS",
+    "STATUS",
+    "SOURCE",
+    "FAILURES",
+    "LAST SUCCESS",
+    "LAST ERROR",
+];
+
 fn endpoint_row(e: &Value) -> Vec<String> {
     let a = &e["attributes"];
     let subs: Vec<String> = a["subscriptions"]
@@ -502,19 +514,7 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
                 print_json(&last);
             } else {
                 let rows: Vec<Vec<String>> = all.iter().map(endpoint_row).collect();
-                table(
-                    &[
-                        "ID",
-                        "URL",
-                        "SUBSCRIPTIONS",
-                        "STATUS",
-                        "SOURCE",
-                        "FAILURES",
-                        "LAST SUCCESS",
-                        "LAST ERROR",
-                    ],
-                    &rows,
-                );
+                table(ENDPOINT_COLUMNS, &rows);
             }
         }
         EndpointsCmd::Create {
@@ -569,19 +569,7 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
             if json_out {
                 print_json(&v);
             } else {
-                table(
-                    &[
-                        "ID",
-                        "URL",
-                        "SUBSCRIPTIONS",
-                        "STATUS",
-                        "SOURCE",
-                        "FAILURES",
-                        "LAST SUCCESS",
-                        "LAST ERROR",
-                    ],
-                    &[endpoint_row(&v["data"])],
-                );
+                table(ENDPOINT_COLUMNS, &[endpoint_row(&v["data"])]);
                 println!(
                     "\nsecret: {}\n(shown only now: configure your receiver with it to verify webhook-signature)",
                     s(&v["data"]["attributes"]["secret"])

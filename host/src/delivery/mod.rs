@@ -559,7 +559,6 @@ impl Dispatcher {
         mut rec: DeliveryRecord,
         event: &EventRecord,
     ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
-        let store = &self.inner.store;
         let delivery_id = envelope::delivery_id(due.event, ep.uid);
         let output = match rec.output.take() {
             Some(o) => Ok(ChainResult::Output(o)),
@@ -580,16 +579,7 @@ impl Dispatcher {
                 rec.reason = Some(reason);
                 rec.due_ms = None;
                 rec.updated_ms = now;
-                store
-                    .record_attempt(AttemptUpdate {
-                        event: due.event,
-                        endpoint: ep.uid,
-                        old_due_ms: Some(due.due_ms),
-                        record: &rec,
-                        attempt: None,
-                        endpoint_state: None,
-                    })
-                    .await?;
+                self.record(ep, due, &rec, None, None).await?;
                 self.inner.metrics.delivery(&live.spec.id, "filtered");
                 return Ok(Some(AttemptSummary {
                     status: rec.status,
@@ -666,15 +656,7 @@ impl Dispatcher {
                     h.last_success_ms = Some(at_ms);
                     had_failures.then(|| h.clone())
                 };
-                store
-                    .record_attempt(AttemptUpdate {
-                        event: due.event,
-                        endpoint: ep.uid,
-                        old_due_ms: Some(due.due_ms),
-                        record: &rec,
-                        attempt: Some(&attempt),
-                        endpoint_state: state.as_ref(),
-                    })
+                self.record(ep, due, &rec, Some(&attempt), state.as_ref())
                     .await?;
                 self.inner.metrics.delivery(&live.spec.id, "delivered");
                 debug!(
@@ -1004,16 +986,7 @@ impl Dispatcher {
             rec.due_ms = None;
             rec.output = None;
         }
-        self.inner
-            .store
-            .record_attempt(AttemptUpdate {
-                event: due.event,
-                endpoint: ep.uid,
-                old_due_ms: Some(due.due_ms),
-                record: &rec,
-                attempt: Some(&attempt),
-                endpoint_state: Some(&state),
-            })
+        self.record(ep, due, &rec, Some(&attempt), Some(&state))
             .await?;
         if let (DeliveryStatus::Failing, Some(t)) = (rec.status, rec.due_ms) {
             // Written: the pump reads the index when this retry comes due.
@@ -1044,6 +1017,29 @@ impl Dispatcher {
         })
     }
 
+    /// Stores what an attempt taken from the due entry `due` changed — the
+    /// delivery record, the attempt, the endpoint's state — in one batch.
+    async fn record(
+        &self,
+        ep: &EndpointShared,
+        due: Due,
+        rec: &DeliveryRecord,
+        attempt: Option<&AttemptRecord>,
+        endpoint_state: Option<&EndpointState>,
+    ) -> Result<(), crate::store::StoreError> {
+        self.inner
+            .store
+            .record_attempt(AttemptUpdate {
+                event: due.event,
+                endpoint: ep.uid,
+                old_due_ms: Some(due.due_ms),
+                record: rec,
+                attempt,
+                endpoint_state,
+            })
+            .await
+    }
+
     /// 410 Gone: the receiver asks us to stop. Disable the endpoint.
     async fn gone(
         &self,
@@ -1068,16 +1064,7 @@ impl Dispatcher {
         rec.due_ms = None;
         rec.output = None;
         rec.updated_ms = attempt.at_ms;
-        self.inner
-            .store
-            .record_attempt(AttemptUpdate {
-                event: due.event,
-                endpoint: ep.uid,
-                old_due_ms: Some(due.due_ms),
-                record: &rec,
-                attempt: Some(&attempt),
-                endpoint_state: Some(&state),
-            })
+        self.record(ep, due, &rec, Some(&attempt), Some(&state))
             .await?;
         self.inner.metrics.delivery(&live.spec.id, "disabled");
         info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
