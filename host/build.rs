@@ -78,6 +78,7 @@ fn main() {
     if bundled.is_empty() && tests.is_empty() {
         return;
     }
+    ensure_wasm_target();
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -139,6 +140,74 @@ fn main() {
         let built = artifact_dir.join(format!("{}.wasm", c.name.replace('-', "_")));
         let dest = dist_dir.join(format!("{}.wasm", c.name));
         copy_if_changed(&built, &dest);
+    }
+}
+
+/// Makes sure the active toolchain can build for [`TARGET`] before the
+/// long host build gets anywhere. rustup does not apply
+/// `rust-toolchain.toml`'s `targets` to every toolchain (a linked one, or
+/// one installed before the file named the target), so the target may be
+/// missing on a fresh machine: add it with rustup when rustup is there,
+/// saying so; otherwise stop now with the command to run.
+fn ensure_wasm_target() {
+    println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |sysroot: &Option<PathBuf>| {
+        sysroot
+            .as_ref()
+            .is_some_and(|s| s.join("lib").join("rustlib").join(TARGET).is_dir())
+    };
+    if installed(&sysroot) {
+        return;
+    }
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok();
+    let where_ = sysroot
+        .as_ref()
+        .map(|s| s.display().to_string())
+        .unwrap_or_else(|| "the active toolchain".into());
+    let rustup_there = Command::new("rustup")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !rustup_there {
+        panic!(
+            "\n\nThe {TARGET} target is not installed for {where_}, and rustup is not on PATH.\n\
+             Switchyard builds its bundled plugins for it. Install it, then build again:\n\n    \
+             rustup target add {TARGET}\n\n\
+             (or, to build the router without its bundled plugins: SWITCHYARD_SKIP_PLUGIN_BUILD=1)\n"
+        );
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", TARGET]);
+    if let Some(t) = &toolchain {
+        cmd.args(["--toolchain", t]);
+    }
+    println!(
+        "cargo:warning=the {TARGET} target was missing from {where_}: running `rustup target add {TARGET}{}`",
+        toolchain
+            .as_ref()
+            .map(|t| format!(" --toolchain {t}"))
+            .unwrap_or_default()
+    );
+    let out = cmd.output();
+    let ok = out.as_ref().is_ok_and(|o| o.status.success());
+    if !ok || !installed(&sysroot) {
+        let detail = match &out {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        };
+        panic!(
+            "\n\nThe {TARGET} target is not installed for {where_}, and `rustup target add {TARGET}` \
+             did not install it:\n{detail}\n\
+             Install it by hand and build again (or set SWITCHYARD_SKIP_PLUGIN_BUILD=1 to build \
+             without the bundled plugins).\n"
+        );
     }
 }
 

@@ -8,8 +8,13 @@
 # 3. `cargo test --release --workspace`: unit tests, the plugin runtime with
 #    real wasm built from source, end-to-end tests of the real binary,
 # 4. the plugin tutorial of docs/PLUGINS.md, run as written.
+# First of all, the README's serve command from a clean clone with the wasm
+# target removed (tests/docs/fresh_start.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== fresh start: README serve command, clean clone, no wasm target"
+bash tests/docs/fresh_start.sh
 
 echo "== toolchain"
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install

@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS="${ROUNDS:-25}"
 BACKLOG="${BACKLOG:-1000000}"
-cargo build --release -p switchyard --test reliability
+cargo build --release -p switchyard --tests
 echo "== crash rounds: $ROUNDS"
-SWITCHYARD_CRASH_ROUNDS="$ROUNDS" cargo test --release -p switchyard --test reliability crash_rounds -- --nocapture 2>&1 | grep -E "FIGURES|test result|panicked|LOST"
+SWITCHYARD_CRASH_ROUNDS="$ROUNDS" cargo test --release -p switchyard --test it reliability::crash::crash_rounds -- --nocapture 2>&1 | grep -E "FIGURES|test result|panicked|LOST"
 echo "== restart with backlog: $BACKLOG pending deliveries"
-SWITCHYARD_BACKLOG="$BACKLOG" cargo test --release -p switchyard --test reliability restart_with_backlog -- --ignored --nocapture 2>&1 | grep -E "FIGURES|backlog:|test result|panicked"
+SWITCHYARD_BACKLOG="$BACKLOG" cargo test --release -p switchyard --test it reliability::soak::restart_with_backlog -- --ignored --nocapture 2>&1 | grep -E "FIGURES|backlog:|test result|panicked"

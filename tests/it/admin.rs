@@ -3,14 +3,12 @@
 //! rotation, retry/recover, ping, auto-disable, /metrics, retention, and
 //! the operator CLI.
 
-#[path = "common/mod.rs"]
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123456789";

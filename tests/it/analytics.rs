@@ -3,13 +3,11 @@
 //! Amplitude HTTP V2 body, through two endpoints — one with `redact` in
 //! front of `segment` — using the bundled plugins built from source.
 
-#[path = "common/mod.rs"]
-mod common;
 
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {

@@ -2,12 +2,10 @@
 //! them, fans them out, runs plugins, signs and delivers to real receivers
 //! on loopback, retrying as receivers fail.
 
-#[path = "common/mod.rs"]
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

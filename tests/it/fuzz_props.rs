@@ -10,7 +10,7 @@
 //!
 //! Cases per property: `PROPTEST_CASES` (default 2,000 here, about 10-20 s
 //! in release on 2 cores). Run longer: `PROPTEST_CASES=200000 cargo test
-//! --release -p switchyard --test fuzz_props`.
+//! --release -p switchyard --test it fuzz_props::`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
