@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::api::{self, ApiError, Body};
 use crate::delivery::envelope::rfc3339;
-use crate::server::{self, AppState};
+use crate::state::AppState;
 
 /// Routes everything that is not ingest, health or metrics.
 pub async fn route(
@@ -213,12 +213,12 @@ pub async fn read_json(
 ) -> Result<Option<Value>, ApiError> {
     let has_ct = req.headers().contains_key(http::header::CONTENT_TYPE);
     let headers = req.headers().clone();
-    let body = server::read_body(req, state.config().server.max_body).await?;
+    let body = api::read_body(req, state.config().server.max_body).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
     if has_ct || !body.is_empty() {
-        server::require_json(&headers)?;
+        api::require_json(&headers)?;
     }
     serde_json::from_slice(&body).map(Some).map_err(|e| {
         ApiError::bad_request(

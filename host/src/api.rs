@@ -3,8 +3,9 @@
 //! document responses, and bearer-token authentication (constant time).
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::registry::Snapshot;
@@ -209,5 +210,66 @@ pub fn authorize_admin(
             "Forbidden",
             "no admin token is configured ([server] admin_token or admin_token_env)",
         )),
+    }
+}
+
+/// Reads a body up to `limit` bytes; 413 past it (also for chunked bodies).
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
+        if len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
+            return Err(too_large(limit));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(limit))
+        }
+        Err(e) => Err(ApiError::bad_request(
+            "Incomplete body",
+            format!("reading the body failed: {e}"),
+            None,
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "TOO_LARGE",
+        "Payload too large",
+        format!("the body is over {limit} bytes ([server] max_body)"),
+    )
+}
+
+/// JSON bodies only (`application/json` or `application/vnd.api+json`).
+pub fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime == JSONAPI {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Unsupported media type",
+            format!("send Content-Type: application/json (got {:?})", ct),
+        ))
     }
 }

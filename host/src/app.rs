@@ -15,7 +15,8 @@ use crate::config::Config;
 use crate::delivery::{DispatchSettings, Dispatcher, Sender};
 use crate::plugins::{PluginRuntime, RuntimeSettings};
 use crate::registry::{Registry, Snapshot};
-use crate::server::{self, AppState};
+use crate::server;
+use crate::state::AppState;
 use crate::store::Store;
 use crate::telemetry::{self, Metrics};
 

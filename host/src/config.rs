@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::delivery::guard::{self, UrlPolicy};
-use crate::delivery::retry::RetrySchedule;
+use crate::policy::guard::{self, UrlPolicy};
+use crate::policy::retry::RetrySchedule;
 use crate::signing::{KeygenKey, SecretSet};
 
 /// Largest `max_in_flight` (an endpoint's concurrent attempts), the same

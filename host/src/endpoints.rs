@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EndpointSpec, PluginRef};
-use crate::delivery::retry::RetrySchedule;
+use crate::policy::retry::RetrySchedule;
 use crate::signing::SecretSet;
 use crate::store::{Store, keys};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Starts the background pruner; it stops with the runtime.
 pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {

@@ -4,12 +4,10 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,50 +16,12 @@ use tokio::net::TcpListener;
 use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
 
-use crate::api::{self, ApiError, Body};
-use crate::config::Config;
-use crate::delivery::Dispatcher;
+use crate::api::{self, ApiError, Body, read_body, require_json};
 use crate::delivery::envelope::rfc3339;
 use crate::ingest;
-use crate::plugins::PluginRuntime;
-use crate::registry::Registry;
-use crate::store::{EventRecord, NewEvent, Store, now_ms};
-use crate::telemetry::{Gauges, Metrics};
-
-/// Everything a request handler may touch.
-pub struct AppState {
-    pub config: std::sync::RwLock<Arc<Config>>,
-    pub registry: Arc<Registry>,
-    pub store: Store,
-    pub dispatcher: Dispatcher,
-    pub runtime: PluginRuntime,
-    pub metrics: Arc<Metrics>,
-    pub accepting: AtomicBool,
-}
-
-impl AppState {
-    pub fn config(&self) -> Arc<Config> {
-        self.config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Authenticates a request for `account` (account token or admin token).
-    pub fn authorize_account(
-        &self,
-        headers: &http::HeaderMap,
-        snap: &crate::registry::Snapshot,
-        account: &str,
-    ) -> Result<api::Principal, ApiError> {
-        api::authorize_account(
-            headers,
-            snap,
-            self.config().server.admin_token.as_deref(),
-            account,
-        )
-    }
-}
+use crate::state::AppState;
+use crate::store::{EventRecord, NewEvent, now_ms};
+use crate::telemetry::Gauges;
 
 /// Serves until `shutdown` resolves, then stops accepting and lets open
 /// requests finish (bounded by `grace`).
@@ -232,67 +192,6 @@ fn metrics(state: &AppState) -> Response<Body> {
         "text/plain; version=0.0.4",
         state.metrics.render(&g),
     )
-}
-
-/// Reads a body up to `limit` bytes; 413 past it (also for chunked bodies).
-pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
-        if len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64)
-        {
-            return Err(too_large(limit));
-        }
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large(limit))
-        }
-        Err(e) => Err(ApiError::bad_request(
-            "Incomplete body",
-            format!("reading the body failed: {e}"),
-            None,
-        )),
-    }
-}
-
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "TOO_LARGE",
-        "Payload too large",
-        format!("the body is over {limit} bytes ([server] max_body)"),
-    )
-}
-
-/// JSON bodies only (`application/json` or `application/vnd.api+json`).
-pub fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
-    let ct = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime == api::JSONAPI {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            "Unsupported media type",
-            format!("send Content-Type: application/json (got {:?})", ct),
-        ))
-    }
 }
 
 async fn ingest_route(

@@ -3,7 +3,6 @@
 //! rotation, retry/recover, ping, auto-disable, /metrics, retention, and
 //! the operator CLI.
 
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -3,11 +3,10 @@
 //! Amplitude HTTP V2 body, through two endpoints — one with `redact` in
 //! front of `segment` — using the bundled plugins built from source.
 
-
 use std::time::Duration;
 
-use base64::Engine as _;
 use crate::common::*;
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {

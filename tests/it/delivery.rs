@@ -2,7 +2,6 @@
 //! them, fans them out, runs plugins, signs and delivers to real receivers
 //! on loopback, retrying as receivers fail.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::*;

@@ -20,12 +20,12 @@ use crate::api::{self, ApiError, Body};
 use crate::config::{EndpointSpec, PluginRef, check_id, check_pattern};
 use crate::delivery::AttemptSummary;
 use crate::delivery::envelope::rfc3339;
-use crate::delivery::guard;
-use crate::delivery::retry::RetrySchedule;
 use crate::endpoints::{self as persist, StoredEndpoint};
+use crate::policy::guard;
+use crate::policy::retry::RetrySchedule;
 use crate::registry::LiveEndpoint;
-use crate::server::AppState;
 use crate::signing::{Secret, SecretSet};
+use crate::state::AppState;
 use crate::store::{DeliveryStatus, EventRecord, NewEvent, keys, now_ms};
 
 /// Default grace period of the old secret after a rotation.

@@ -12,7 +12,7 @@ use super::{cursor_at, param, percent_encode, query, storage, stored_ms};
 use crate::api::{self, ApiError, Body};
 use crate::config::pattern_matches;
 use crate::delivery::envelope::{delivery_id, rfc3339};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{DeliveryRecord, DeliveryStatus, EventRecord, Store};
 
 /// Events looked at per list request at most (filters that match rarely

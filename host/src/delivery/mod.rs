@@ -8,8 +8,6 @@
 //! in-flight set stops the pump from taking the same delivery twice.
 
 pub mod envelope;
-pub mod guard;
-pub mod retry;
 pub mod sender;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,6 +22,7 @@ use tracing::{Instrument, debug, info, warn};
 use uuid::Uuid;
 
 use crate::plugins::{Outcome, PluginError, PluginErrorKind, PluginEvent};
+use crate::policy::retry;
 use crate::registry::{LiveEndpoint, Registry};
 use crate::signing;
 use crate::store::{

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::guard::{GuardedResolver, UrlPolicy};
+use crate::policy::guard::{GuardedResolver, UrlPolicy};
 
 /// Bytes of a response body kept in the attempt log.
 pub const EXCERPT: usize = 4096;

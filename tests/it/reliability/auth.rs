@@ -1,5 +1,6 @@
 //! Auth.
 
+use super::hostile_input::raw_exchange;
 use super::*;
 
 /// Every route with a missing, malformed, wrong or other-account token: 401

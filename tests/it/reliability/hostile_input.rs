@@ -2,7 +2,7 @@
 
 use super::*;
 
-async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+pub(super) async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
     let start = Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let _ = s.write_all(request).await;

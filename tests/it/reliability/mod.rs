@@ -8,7 +8,6 @@
 //! One case per row of docs/RELIABILITY.md, each runnable alone:
 //! `cargo test --release -p switchyard --test it reliability::<name> -- --nocapture`.
 
-
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -262,13 +261,13 @@ impl RawServer {
     }
 }
 
+mod auth;
 mod crash;
-mod receiver_faults;
-mod noisy_neighbour;
-mod plugin_faults;
 mod full_disk;
 mod hostile_input;
+mod noisy_neighbour;
+mod plugin_faults;
 mod plugin_output;
-mod ssrf;
-mod auth;
+mod receiver_faults;
 mod soak;
+mod ssrf;

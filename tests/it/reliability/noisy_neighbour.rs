@@ -2,16 +2,16 @@
 
 use super::*;
 
-struct Phase {
-    p50: Duration,
-    p99: Duration,
-    throughput: f64,
+pub(super) struct Phase {
+    pub(super) p50: Duration,
+    pub(super) p99: Duration,
+    pub(super) throughput: f64,
 }
 
 /// Paced latency (100 events at ~100/s, send → receipt) then throughput
 /// (1,000 events from 16 producers, first send → last receipt) of the
 /// `healthy` endpoint for events of `kind`.
-async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) -> Phase {
+pub(super) async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, tag: &str) -> Phase {
     let c = Client::new();
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
     let n_paced = 150;

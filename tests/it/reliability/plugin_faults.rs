@@ -1,5 +1,6 @@
 //! Plugin faults under load.
 
+use super::noisy_neighbour::measure_phase;
 use super::*;
 
 /// Three endpoints whose plugin panics, loops, or exhausts its memory on
