@@ -38,10 +38,10 @@ pub async fn route(
             let account = account.to_string();
             use Method as M;
             match (&method, rest) {
-                (&M::GET, ["webhook-endpoints"]) => endpoints::list(state, &req, &account),
+                (&M::GET, ["webhook-endpoints"]) => endpoints::list(state, &req, &account).await,
                 (&M::POST, ["webhook-endpoints"]) => endpoints::create(state, req, &account).await,
                 (_, ["webhook-endpoints"]) => Err(method_not_allowed(&method, "GET, POST")),
-                (&M::GET, ["webhook-endpoints", id]) => endpoints::show(state, &account, id),
+                (&M::GET, ["webhook-endpoints", id]) => endpoints::show(state, &account, id).await,
                 (&M::PATCH, ["webhook-endpoints", id]) => {
                     endpoints::update(state, req, &account, id).await
                 }

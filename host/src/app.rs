@@ -17,7 +17,6 @@ use crate::plugins::{PluginRuntime, RuntimeSettings};
 use crate::registry::{Registry, Snapshot};
 use crate::server;
 use crate::state::AppState;
-use crate::store::Store;
 use crate::telemetry::{self, Metrics};
 
 /// How long `serve` waits for attempts in flight at shutdown.
@@ -39,12 +38,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let store = Store::open(
-        &data_dir.join("store"),
-        config.server.cache_bytes,
-        config.server.fsync_interval,
-    )
-    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    let store = crate::store::open(&config)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
 
     let runtime =
         PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;
@@ -61,7 +56,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         .watch(&plugin_dir)
         .with_context(|| format!("watching {}", plugin_dir.display()))?;
 
-    let api_endpoints = crate::endpoints::load_all(&store)?;
+    let api_endpoints = crate::endpoints::load_all(&store).await?;
     let (snap, errors) = Snapshot::build(&config, &api_endpoints, &runtime);
     if !errors.is_empty() {
         let list: Vec<String> = errors
@@ -87,7 +82,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             disable_after: config.delivery.disable_after,
         },
     );
-    dispatcher.sync();
+    dispatcher.sync().await;
 
     let listener = server::bind(config.server.listen).await?;
     let addr = listener.local_addr()?;
@@ -115,7 +110,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     server::serve(state.clone(), listener, shutdown_signal(), SHUTDOWN_GRACE).await;
     info!("shutting down: no new requests; letting attempts in flight finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;
-    store.flush().context("flushing the store")?;
+    store.flush().await.context("flushing the store")?;
     info!("stopped");
     Ok(())
 }
@@ -143,7 +138,7 @@ async fn shutdown_signal() {
 
 /// Rebuilds the registry from a new `router.toml`; an invalid file keeps
 /// the running configuration and says why.
-pub fn reload_config(state: &AppState, path: &Path) {
+pub async fn reload_config(state: &AppState, path: &Path) {
     let new = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -155,7 +150,7 @@ pub fn reload_config(state: &AppState, path: &Path) {
     if new.server.listen != old.server.listen || new.server.data_dir != old.server.data_dir {
         warn!("[server] listen and data_dir changes take effect at the next restart");
     }
-    let api_endpoints = match crate::endpoints::load_all(&state.store) {
+    let api_endpoints = match crate::endpoints::load_all(&state.store).await {
         Ok(e) => e,
         Err(e) => {
             error!(error = %e, "reading API endpoints failed; keeping the running configuration");
@@ -174,7 +169,7 @@ pub fn reload_config(state: &AppState, path: &Path) {
     }
     state.registry.replace(snap);
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
-    state.dispatcher.sync();
+    state.dispatcher.sync().await;
     info!(file = %path.display(), "configuration reloaded");
 }
 
@@ -216,7 +211,7 @@ fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::Recommend
             }
             let st = state.clone();
             let p = path.clone();
-            let _ = tokio::task::spawn_blocking(move || reload_config(&st, &p)).await;
+            reload_config(&st, &p).await;
         }
     });
     Some(watcher)

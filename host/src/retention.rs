@@ -13,21 +13,16 @@ use crate::state::AppState;
 pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let st = state.clone();
-            let r = tokio::task::spawn_blocking(move || {
-                let cfg = st.config();
-                let cutoff = crate::store::now_ms() - cfg.server.retention.as_millis() as i64;
-                let accounts: Vec<String> = cfg.accounts.iter().map(|a| a.id.clone()).collect();
-                let mut total = 0;
-                for a in accounts {
-                    match st.store.prune(&a, cutoff, 10_000) {
-                        Ok(n) => total += n,
-                        Err(e) => warn!(account = %a, error = %e, "retention pass failed"),
-                    }
+            let cfg = state.config();
+            let cutoff = crate::store::now_ms() - cfg.server.retention.as_millis() as i64;
+            let mut total = 0;
+            for a in cfg.accounts.iter().map(|a| a.id.as_str()) {
+                match state.store.prune(a, cutoff, 10_000).await {
+                    Ok(n) => total += n,
+                    Err(e) => warn!(account = %a, error = %e, "retention pass failed"),
                 }
-                total
-            })
-            .await;
+            }
+            let r: Result<usize, ()> = Ok(total);
             if let Ok(n) = r {
                 if n > 0 {
                     info!(deleted = n, "retention: old events deleted");

@@ -81,7 +81,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) 
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(api::text(StatusCode::OK, "text/plain", "ok\n".into())),
         (&Method::GET, ["readyz"]) => Ok(readyz(&state)),
-        (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
+        (&Method::GET, ["metrics"]) => Ok(metrics(&state).await),
         (&Method::POST, ["v1", "accounts", account, "events"]) => {
             let account = account.to_string();
             let span = tracing::info_span!("ingest", %account, event = tracing::field::Empty);
@@ -137,13 +137,13 @@ type DueDepths = Vec<(String, String, u64)>;
 static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> =
     std::sync::Mutex::new(None);
 
-fn metrics(state: &AppState) -> Response<Body> {
+async fn metrics(state: &AppState) -> Response<Body> {
     let snap = state.registry.snapshot();
     let stats = state.runtime.stats();
     let now = now_ms();
     let mut oldest = 0i64;
     for ep in snap.by_uid.values() {
-        if let Ok(Some(t)) = state.store.next_due_ms(ep.uid, 1, |_| false) {
+        if let Ok(Some(t)) = state.store.next_due_ms(ep.uid, 1, &|_| false).await {
             if t <= now {
                 oldest = oldest.max(now - t);
             }
@@ -152,22 +152,23 @@ fn metrics(state: &AppState) -> Response<Body> {
     let due_depth = {
         // Keyed by the snapshot too, so added or removed endpoints show at once.
         let key = Arc::as_ptr(&snap) as usize;
-        let mut cache = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.as_ref() {
-            Some((at, k, v)) if *k == key && at.elapsed() < DUE_COUNT_TTL => v.clone(),
-            _ => {
-                let v: DueDepths = snap
-                    .by_uid
-                    .values()
-                    .map(|ep| {
-                        (
-                            ep.spec.account.clone(),
-                            ep.spec.id.clone(),
-                            state.store.due_count(ep.uid) as u64,
-                        )
-                    })
-                    .collect();
-                *cache = Some((Instant::now(), key, v.clone()));
+        let cached = {
+            let cache = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+            match cache.as_ref() {
+                Some((at, k, v)) if *k == key && at.elapsed() < DUE_COUNT_TTL => Some(v.clone()),
+                _ => None,
+            }
+        };
+        match cached {
+            Some(v) => v,
+            None => {
+                let mut v: DueDepths = Vec::with_capacity(snap.by_uid.len());
+                for ep in snap.by_uid.values() {
+                    let n = state.store.due_count(ep.uid).await.unwrap_or(0);
+                    v.push((ep.spec.account.clone(), ep.spec.id.clone(), n));
+                }
+                *DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), key, v.clone()));
                 v
             }
         }
@@ -185,7 +186,7 @@ fn metrics(state: &AppState) -> Response<Body> {
             .filter(|s| !s.sha256.is_empty())
             .count() as u64,
         in_flight: state.dispatcher.in_flight(),
-        store_flush: Some(state.store.flush_latency()),
+        store_flush: state.store.flush_latency(),
     };
     api::text(
         StatusCode::OK,
@@ -308,7 +309,7 @@ async fn ingest_inner(
     });
     if committed.duplicate {
         body["meta"] = json!({"duplicate": true});
-        if let Ok(Some(first)) = state.store.event(account, committed.id) {
+        if let Ok(Some(first)) = state.store.event(account, committed.id).await {
             body["data"]["attributes"]["event"] = json!(first.event_type);
             body["data"]["attributes"]["created"] = json!(rfc3339(first.created_ms));
             body["data"]["attributes"]["endpoints"] = json!(first.endpoints);

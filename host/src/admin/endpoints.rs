@@ -20,13 +20,13 @@ use crate::api::{self, ApiError, Body};
 use crate::config::{EndpointSpec, PluginRef, check_id, check_pattern};
 use crate::delivery::AttemptSummary;
 use crate::delivery::envelope::rfc3339;
-use crate::endpoints::{self as persist, StoredEndpoint};
+use crate::endpoints::StoredEndpoint;
 use crate::policy::guard;
 use crate::policy::retry::RetrySchedule;
 use crate::registry::LiveEndpoint;
 use crate::signing::{Secret, SecretSet};
 use crate::state::AppState;
-use crate::store::{DeliveryStatus, EventRecord, NewEvent, keys, now_ms};
+use crate::store::{DeliveryStatus, EventRecord, NewEvent, now_ms};
 
 /// Default grace period of the old secret after a rotation.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -293,9 +293,13 @@ fn opt_time(ms: Option<i64>) -> Value {
 }
 
 /// The JSON:API resource of an endpoint (no secret values).
-pub fn resource(state: &AppState, ep: &LiveEndpoint, stored: Option<&StoredEndpoint>) -> Value {
+pub async fn resource(
+    state: &AppState,
+    ep: &LiveEndpoint,
+    stored: Option<&StoredEndpoint>,
+) -> Value {
     let s = &ep.spec;
-    let health = state.dispatcher.health(ep.uid);
+    let health = state.dispatcher.health(ep.uid).await;
     let h = &health.state;
     let now = now_ms();
     let mut signatures = Vec::new();
@@ -345,20 +349,15 @@ pub fn resource(state: &AppState, ep: &LiveEndpoint, stored: Option<&StoredEndpo
     })
 }
 
-fn stored_of_account(state: &AppState, account: &str) -> Result<Vec<StoredEndpoint>, ApiError> {
-    let mut out = Vec::new();
-    for (_, v) in state
+async fn stored_of_account(
+    state: &AppState,
+    account: &str,
+) -> Result<Vec<StoredEndpoint>, ApiError> {
+    state
         .store
-        .scan_raw(&keys::api_endpoint(account, ""))
-        .map_err(storage)?
-    {
-        if let Ok(e) = serde_json::from_slice::<StoredEndpoint>(&v) {
-            if e.account == account {
-                out.push(e);
-            }
-        }
-    }
-    Ok(out)
+        .api_endpoints(Some(account))
+        .await
+        .map_err(storage)
 }
 
 fn find(state: &AppState, account: &str, id: &str) -> Result<Arc<LiveEndpoint>, ApiError> {
@@ -378,7 +377,7 @@ fn read_only(ep: &LiveEndpoint) -> ApiError {
 }
 
 /// `GET …/webhook-endpoints` (`page[size]`, `page[after]`=<id>), by id.
-pub fn list(
+pub async fn list(
     state: &AppState,
     req: &Request<Incoming>,
     account: &str,
@@ -387,7 +386,7 @@ pub fn list(
     let size = page_size(&q)?;
     let after = param(&q, "page[after]").map(str::to_string);
     let snap = state.registry.snapshot();
-    let stored = stored_of_account(state, account)?;
+    let stored = stored_of_account(state, account).await?;
     let mut eps: Vec<_> = snap.endpoints(account).to_vec();
     eps.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
     let rest: Vec<_> = eps
@@ -395,10 +394,10 @@ pub fn list(
         .filter(|e| after.as_deref().is_none_or(|a| e.spec.id.as_str() > a))
         .collect();
     let page: Vec<_> = rest.iter().take(size).collect();
-    let data: Vec<Value> = page
-        .iter()
-        .map(|e| resource(state, e, stored.iter().find(|s| s.id == e.spec.id)))
-        .collect();
+    let mut data: Vec<Value> = Vec::with_capacity(page.len());
+    for e in &page {
+        data.push(resource(state, e, stored.iter().find(|s| s.id == e.spec.id)).await);
+    }
     let next = (rest.len() > size).then(|| {
         format!(
             "/v1/accounts/{account}/webhook-endpoints?page[size]={size}&page[after]={}",
@@ -424,12 +423,16 @@ pub fn page_size(q: &[(String, String)]) -> Result<usize, ApiError> {
     }
 }
 
-pub fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
     let ep = find(state, account, id)?;
-    let stored = persist::get(&state.store, account, id).map_err(storage)?;
+    let stored = state
+        .store
+        .api_endpoint(account, id)
+        .await
+        .map_err(storage)?;
     Ok(api::document(
         StatusCode::OK,
-        &json!({"data": resource(state, &ep, stored.as_ref())}),
+        &json!({"data": resource(state, &ep, stored.as_ref()).await}),
     ))
 }
 
@@ -477,14 +480,18 @@ pub async fn create(
     let live = build(state, spec)?;
     let now = now_ms();
     let stored = StoredEndpoint::from_spec(&live.spec, now, now);
-    persist::save(&state.store, &stored).map_err(storage)?;
+    state
+        .store
+        .put_api_endpoint(&stored)
+        .await
+        .map_err(storage)?;
     // A new endpoint starts healthy, even if an endpoint of the same id
     // was disabled before being deleted.
-    let _ = state.dispatcher.enable(live.uid);
+    let _ = state.dispatcher.enable(live.uid).await;
     let live = Arc::new(live);
     state.registry.update(|s| s.with_endpoint(live.clone()));
-    state.dispatcher.sync();
-    let mut body = json!({"data": resource(state, &live, Some(&stored))});
+    state.dispatcher.sync().await;
+    let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
     body["data"]["attributes"]["secret"] = json!(secret);
     body["meta"] = json!({"secretGenerated": generated, "note": "the secret is shown only now; store it to verify webhook-signature"});
     let mut r = api::document(StatusCode::CREATED, &body);
@@ -531,30 +538,37 @@ pub async fn update(
         if !only_enable {
             return Err(read_only(&ep));
         }
-        if disabled(state, ep.uid) {
-            state.dispatcher.enable(ep.uid).map_err(storage)?;
+        if disabled(state, ep.uid).await {
+            state.dispatcher.enable(ep.uid).await.map_err(storage)?;
         }
-        return show(state, account, id);
+        return show(state, account, id).await;
     }
     let _w = WRITE.lock().await;
     let ep = find(state, account, id)?;
     let mut spec = ep.spec.clone();
     apply(state, &mut spec, attrs, false)?;
     let live = Arc::new(build(state, spec)?);
-    let created = persist::get(&state.store, account, id)
+    let created = state
+        .store
+        .api_endpoint(account, id)
+        .await
         .map_err(storage)?
         .map(|s| s.created_ms)
         .unwrap_or_else(now_ms);
     let stored = StoredEndpoint::from_spec(&live.spec, created, now_ms());
-    persist::save(&state.store, &stored).map_err(storage)?;
-    if re_enable && disabled(state, live.uid) {
-        state.dispatcher.enable(live.uid).map_err(storage)?;
+    state
+        .store
+        .put_api_endpoint(&stored)
+        .await
+        .map_err(storage)?;
+    if re_enable && disabled(state, live.uid).await {
+        state.dispatcher.enable(live.uid).await.map_err(storage)?;
     }
     state.registry.update(|s| s.with_endpoint(live.clone()));
-    state.dispatcher.sync();
+    state.dispatcher.sync().await;
     Ok(api::document(
         StatusCode::OK,
-        &json!({"data": resource(state, &live, Some(&stored))}),
+        &json!({"data": resource(state, &live, Some(&stored)).await}),
     ))
 }
 
@@ -566,15 +580,23 @@ pub async fn delete(state: &AppState, account: &str, id: &str) -> Result<Respons
     if ep.spec.from_config {
         return Err(read_only(&ep));
     }
-    persist::delete(&state.store, account, id).map_err(storage)?;
+    state
+        .store
+        .delete_api_endpoint(account, id)
+        .await
+        .map_err(storage)?;
     let uid = ep.uid;
     state.registry.update(|s| s.without_endpoint(uid));
-    state.dispatcher.sync();
+    state.dispatcher.sync().await;
     let store = state.store.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        store.disable_pending(uid, "the endpoint was deleted", |_| false)
-    })
-    .await;
+    tokio::spawn(async move {
+        if let Err(e) = store
+            .disable_pending(uid, "the endpoint was deleted", Default::default())
+            .await
+        {
+            tracing::warn!(endpoint = %uid, error = %e, "marking the deleted endpoint's deliveries disabled failed");
+        }
+    });
     let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok(r)
@@ -631,15 +653,22 @@ pub async fn rotate_secret(
     let mut spec = ep.spec.clone();
     spec.secrets = SecretSet(secrets);
     let live = Arc::new(build(state, spec)?);
-    let created = persist::get(&state.store, account, id)
+    let created = state
+        .store
+        .api_endpoint(account, id)
+        .await
         .map_err(storage)?
         .map(|s| s.created_ms)
         .unwrap_or(now);
     let stored = StoredEndpoint::from_spec(&live.spec, created, now);
-    persist::save(&state.store, &stored).map_err(storage)?;
+    state
+        .store
+        .put_api_endpoint(&stored)
+        .await
+        .map_err(storage)?;
     state.registry.update(|s| s.with_endpoint(live.clone()));
-    state.dispatcher.sync();
-    let mut body = json!({"data": resource(state, &live, Some(&stored))});
+    state.dispatcher.sync().await;
+    let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
     body["data"]["attributes"]["secret"] = json!(new.encode());
     body["meta"] = json!({"previousSecretsExpire": if grace.is_zero() { Value::Null } else { json!(rfc3339(until)) }});
     Ok(api::document(StatusCode::OK, &body))
@@ -696,10 +725,15 @@ pub async fn ping(state: &AppState, account: &str, id: &str) -> Result<Response<
     let status = summary.status;
     let ok = summary.status == DeliveryStatus::Delivered;
     let delivery = crate::delivery::envelope::delivery_id(event_id, ep.uid);
-    let excerpt = state.store.attempts(event_id, ep.uid).ok().and_then(|a| {
-        a.last()
-            .map(|a| String::from_utf8_lossy(&a.response).into_owned())
-    });
+    let excerpt = state
+        .store
+        .attempts(event_id, ep.uid)
+        .await
+        .ok()
+        .and_then(|a| {
+            a.last()
+                .map(|a| String::from_utf8_lossy(&a.response).into_owned())
+        });
     let body = json!({
         "data": {
             "id": delivery.to_string(),
@@ -746,7 +780,7 @@ pub async fn recover(
         e.title = "Invalid since".into();
         e
     })?;
-    if !ep.spec.enabled || disabled(state, ep.uid) {
+    if !ep.spec.enabled || disabled(state, ep.uid).await {
         return Err(ApiError::conflict(format!(
             "webhook endpoint {id:?} is disabled; re-enable it first (PATCH with {{\"enabled\": true}}), then recover"
         )));
@@ -757,45 +791,52 @@ pub async fn recover(
         account.to_string(),
         ep.uid,
     );
-    let r = tokio::task::spawn_blocking(
-        move || -> Result<(usize, usize), crate::store::StoreError> {
-            let mut cursor = None;
-            let (mut scanned, mut requeued) = (0, 0);
-            'outer: loop {
-                let page = state_store.list_events(&account_s, cursor, 500)?;
-                if page.is_empty() {
-                    break;
+    let r = async {
+        let mut cursor = None;
+        let (mut scanned, mut requeued) = (0, 0);
+        'outer: loop {
+            let page = state_store.list_events(&account_s, cursor, 500).await?;
+            if page.is_empty() {
+                break;
+            }
+            for ev in page {
+                cursor = Some(ev);
+                if stored_ms(ev) < since_ms {
+                    break 'outer;
                 }
-                for ev in page {
-                    cursor = Some(ev);
-                    if stored_ms(ev) < since_ms {
-                        break 'outer;
-                    }
-                    scanned += 1;
-                    if let Some(d) = state_store.delivery(ev, uid)? {
-                        if matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Disabled)
-                            && dispatcher.requeue(ev, uid)?
-                        {
-                            requeued += 1;
-                        }
+                scanned += 1;
+                if let Some(d) = state_store.delivery(ev, uid).await? {
+                    if matches!(d.status, DeliveryStatus::Failed | DeliveryStatus::Disabled)
+                        && dispatcher.requeue(ev, uid).await?
+                    {
+                        requeued += 1;
                     }
                 }
             }
-            Ok((scanned, requeued))
-        },
-    )
-    .await
-    .map_err(|e| ApiError::unavailable(format!("recover failed: {e}")))?;
+        }
+        Ok::<_, crate::store::StoreError>((scanned, requeued))
+    }
+    .await;
     let (scanned, requeued) = r.map_err(storage)?;
-    let stored = persist::get(&state.store, account, id).map_err(storage)?;
-    let mut body = json!({"data": resource(state, &ep, stored.as_ref())});
+    let stored = state
+        .store
+        .api_endpoint(account, id)
+        .await
+        .map_err(storage)?;
+    let mut body = json!({"data": resource(state, &ep, stored.as_ref()).await});
     body["meta"] =
         json!({"since": rfc3339(since_ms), "eventsScanned": scanned, "requeued": requeued});
     Ok(api::document(StatusCode::ACCEPTED, &body))
 }
 
-fn disabled(state: &AppState, uid: Uuid) -> bool {
-    state.dispatcher.health(uid).state.disabled_reason.is_some()
+async fn disabled(state: &AppState, uid: Uuid) -> bool {
+    state
+        .dispatcher
+        .health(uid)
+        .await
+        .state
+        .disabled_reason
+        .is_some()
 }
 
 /// Polls the store until the first attempt of a delivery is recorded.
@@ -807,9 +848,14 @@ async fn wait_first_attempt(
 ) -> Result<AttemptSummary, ApiError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(d) = state.store.delivery(event, uid).map_err(storage)? {
+        if let Some(d) = state.store.delivery(event, uid).await.map_err(storage)? {
             if d.attempts > 0 || d.status.is_final() {
-                let last = state.store.attempts(event, uid).map_err(storage)?.pop();
+                let last = state
+                    .store
+                    .attempts(event, uid)
+                    .await
+                    .map_err(storage)?
+                    .pop();
                 return Ok(AttemptSummary {
                     status: d.status,
                     http_status: last.as_ref().and_then(|a| a.status).or(d.last_status),

@@ -39,7 +39,7 @@ fn overall(deliveries: &[(Uuid, DeliveryRecord)]) -> &'static str {
     }
 }
 
-fn delivery_json(
+async fn delivery_json(
     store: &Store,
     event: Uuid,
     uid: Uuid,
@@ -60,6 +60,7 @@ fn delivery_json(
     if with_attempts {
         let attempts: Vec<Value> = store
             .attempts(event, uid)
+            .await
             .unwrap_or_default()
             .iter()
             .map(|a| {
@@ -77,17 +78,17 @@ fn delivery_json(
     v
 }
 
-fn resource(
+async fn resource(
     store: &Store,
     id: Uuid,
     ev: &EventRecord,
     deliveries: &[(Uuid, DeliveryRecord)],
     full: bool,
 ) -> Value {
-    let mut ds: Vec<Value> = deliveries
-        .iter()
-        .map(|(uid, d)| delivery_json(store, id, *uid, d, full))
-        .collect();
+    let mut ds: Vec<Value> = Vec::with_capacity(deliveries.len());
+    for (uid, d) in deliveries {
+        ds.push(delivery_json(store, id, *uid, d, full).await);
+    }
     ds.sort_by(|a, b| a["endpoint"].as_str().cmp(&b["endpoint"].as_str()));
     let mut v = json!({
         "id": id.to_string(),
@@ -113,10 +114,10 @@ fn resource(
 
 /// The event if it exists and belongs to `account` (404 otherwise, the same
 /// answer for both).
-fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
+async fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
     let nf = || ApiError::not_found(&format!("webhook event {id:?}"));
     let uuid = Uuid::parse_str(id).map_err(|_| nf())?;
-    match store.event(account, uuid).map_err(storage)? {
+    match store.event(account, uuid).await.map_err(storage)? {
         Some(ev) if ev.account == account => Ok((uuid, ev)),
         _ => Err(nf()),
     }
@@ -203,55 +204,53 @@ pub async fn list(
     };
     let store = state.store.clone();
     let account_s = account.to_string();
-    let (data, next_cursor) = tokio::task::spawn_blocking(
-        move || -> Result<(Vec<Value>, Option<Uuid>), crate::store::StoreError> {
-            let mut out = Vec::new();
-            let mut scanned = 0;
-            loop {
-                let page = store.list_events(&account_s, cursor, (size * 2).max(50))?;
-                if page.is_empty() {
+    let (data, next_cursor) = async {
+        let mut out = Vec::new();
+        let mut scanned = 0;
+        loop {
+            let page = store
+                .list_events(&account_s, cursor, (size * 2).max(50))
+                .await?;
+            if page.is_empty() {
+                return Ok::<_, crate::store::StoreError>((out, None));
+            }
+            for id in page {
+                if f.since_ms.is_some_and(|s| stored_ms(id) < s) {
                     return Ok((out, None));
                 }
-                for id in page {
-                    if f.since_ms.is_some_and(|s| stored_ms(id) < s) {
-                        return Ok((out, None));
-                    }
-                    cursor = Some(id);
-                    scanned += 1;
-                    let Some(ev) = store.event(&account_s, id)? else {
-                        continue;
-                    };
-                    if !f.events.is_empty()
-                        && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type))
-                    {
-                        continue;
-                    }
-                    if !f.endpoints.is_empty()
-                        && !f.endpoints.iter().any(|e| ev.endpoints.contains(e))
-                    {
-                        continue;
-                    }
-                    let deliveries = store.deliveries_of(id)?;
-                    if !f.statuses.is_empty()
-                        && !deliveries
-                            .iter()
-                            .any(|(_, d)| f.statuses.contains(&d.status))
-                    {
-                        continue;
-                    }
-                    out.push(resource(&store, id, &ev, &deliveries, false));
-                    if out.len() >= size {
-                        return Ok((out, cursor));
-                    }
-                    if scanned >= MAX_SCAN {
-                        return Ok((out, cursor));
-                    }
+                cursor = Some(id);
+                scanned += 1;
+                let Some(ev) = store.event(&account_s, id).await? else {
+                    continue;
+                };
+                if !f.events.is_empty()
+                    && !f.events.iter().any(|p| pattern_matches(p, &ev.event_type))
+                {
+                    continue;
+                }
+                if !f.endpoints.is_empty() && !f.endpoints.iter().any(|e| ev.endpoints.contains(e))
+                {
+                    continue;
+                }
+                let deliveries = store.deliveries_of(id).await?;
+                if !f.statuses.is_empty()
+                    && !deliveries
+                        .iter()
+                        .any(|(_, d)| f.statuses.contains(&d.status))
+                {
+                    continue;
+                }
+                out.push(resource(&store, id, &ev, &deliveries, false).await);
+                if out.len() >= size {
+                    return Ok((out, cursor));
+                }
+                if scanned >= MAX_SCAN {
+                    return Ok((out, cursor));
                 }
             }
-        },
-    )
+        }
+    }
     .await
-    .map_err(|e| ApiError::unavailable(format!("listing failed: {e}")))?
     .map_err(storage)?;
     let base = format!("/v1/accounts/{account}/webhook-events");
     let next = next_cursor.map(|c| {
@@ -272,11 +271,11 @@ pub async fn list(
 /// `GET …/webhook-events/{id}`: the event, its payload, and every delivery
 /// with its attempts (time, status or error, latency, response excerpt).
 pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
-    let (uuid, ev) = load(&state.store, account, id)?;
-    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
+    let (uuid, ev) = load(&state.store, account, id).await?;
+    let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
     Ok(api::document(
         StatusCode::OK,
-        &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true)}),
+        &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true).await}),
     ))
 }
 
@@ -289,10 +288,10 @@ pub async fn retry(
     account: &str,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let (uuid, ev) = load(&state.store, account, id)?;
+    let (uuid, ev) = load(&state.store, account, id).await?;
     let q = query(req);
     let only = param(&q, "endpoint").map(str::to_string);
-    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
+    let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
     let snap = state.registry.snapshot();
     let chosen: Vec<_> = deliveries
         .iter()
@@ -313,12 +312,17 @@ pub async fn retry(
                 .push(json!({"endpoint": d.endpoint, "reason": "the endpoint no longer exists"}));
             continue;
         }
-        if state.dispatcher.requeue(uuid, *uid).map_err(storage)? {
+        if state
+            .dispatcher
+            .requeue(uuid, *uid)
+            .await
+            .map_err(storage)?
+        {
             requeued.push(d.endpoint.clone());
         }
     }
-    let deliveries = state.store.deliveries_of(uuid).map_err(storage)?;
-    let mut body = json!({"data": resource(&state.store, uuid, &ev, &deliveries, false)});
+    let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
+    let mut body = json!({"data": resource(&state.store, uuid, &ev, &deliveries, false).await});
     body["meta"] = json!({"requeued": requeued, "skipped": skipped});
     Ok(api::document(StatusCode::ACCEPTED, &body))
 }

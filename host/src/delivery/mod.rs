@@ -211,8 +211,33 @@ impl Dispatcher {
 
     /// Starts pumps for new endpoints, updates changed ones, stops removed
     /// ones, following the registry's current snapshot.
-    pub fn sync(&self) {
+    pub async fn sync(&self) {
         let snap = self.inner.registry.snapshot();
+        // The persisted state of endpoints not running yet, read before
+        // taking the map's lock (a std mutex: never held across an await).
+        let new: Vec<Uuid> = {
+            let map = self
+                .inner
+                .endpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            snap.by_uid
+                .keys()
+                .filter(|u| !map.contains_key(u))
+                .copied()
+                .collect()
+        };
+        let mut states = HashMap::with_capacity(new.len());
+        for uid in new {
+            let state = match self.inner.store.endpoint_state(uid).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(endpoint = %uid, error = %e, "reading the endpoint's state failed; starting it as healthy");
+                    EndpointState::default()
+                }
+            };
+            states.insert(uid, state);
+        }
         let mut map = self
             .inner
             .endpoints
@@ -232,7 +257,7 @@ impl Dispatcher {
                     shared.wake_to_scan();
                 }
                 None => {
-                    let health = self.inner.store.endpoint_state(*uid).unwrap_or_default();
+                    let health = states.remove(uid).unwrap_or_default();
                     let shared = Arc::new(EndpointShared {
                         uid: *uid,
                         live: Mutex::new(live.clone()),
@@ -299,23 +324,28 @@ impl Dispatcher {
             .is_none_or(|s| s.health().disabled_reason.is_none())
     }
 
-    pub fn health(&self, uid: Uuid) -> Health {
+    pub async fn health(&self, uid: Uuid) -> Health {
         match self.shared(uid) {
             Some(s) => Health {
                 state: s.health().clone(),
                 in_flight: s.in_flight().len(),
             },
             None => Health {
-                state: self.inner.store.endpoint_state(uid).unwrap_or_default(),
+                state: self
+                    .inner
+                    .store
+                    .endpoint_state(uid)
+                    .await
+                    .unwrap_or_default(),
                 in_flight: 0,
             },
         }
     }
 
     /// Re-enables an endpoint disabled by 410 or sustained failure.
-    pub fn enable(&self, uid: Uuid) -> Result<(), crate::store::StoreError> {
+    pub async fn enable(&self, uid: Uuid) -> Result<(), crate::store::StoreError> {
         let state = EndpointState::default();
-        self.inner.store.put_endpoint_state(uid, &state)?;
+        self.inner.store.put_endpoint_state(uid, &state).await?;
         if let Some(s) = self.shared(uid) {
             *s.health() = state;
             s.wake_to_scan();
@@ -402,35 +432,7 @@ impl Dispatcher {
                 dispatched_since_scan = 0;
                 last_scan = std::time::Instant::now();
                 ep.next_due_hint.store(i64::MAX, Ordering::SeqCst);
-                let scanned = {
-                    let mut taken = ep.in_flight();
-                    let room = MAX_TAKEN.saturating_sub(taken.len()).min(SCAN_BATCH);
-                    if room == 0 {
-                        Ok((true, None))
-                    } else {
-                        store
-                            .due(ep.uid, now, room, |e| taken.contains(&e))
-                            .and_then(|due| {
-                                let full = due.len() >= room;
-                                let mut q = ep.queue();
-                                for d in due {
-                                    taken.insert(d.event);
-                                    q.push_back(Work::Stored(d));
-                                }
-                                drop(q);
-                                // Everything due now is taken: remember when the
-                                // next entry (a retry) comes due.
-                                let next = if full {
-                                    None
-                                } else {
-                                    store.next_due_ms(ep.uid, taken.len() + 1, |e| {
-                                        taken.contains(&e)
-                                    })?
-                                };
-                                Ok((full, next))
-                            })
-                    }
-                };
+                let scanned = self.read_due(&ep, now).await;
                 match scanned {
                     Ok((full, next)) => {
                         more_in_store = full;
@@ -477,6 +479,45 @@ impl Dispatcher {
             }
         }
         debug!(endpoint = %ep.uid, "pump stopped");
+    }
+
+    /// Moves due entries of the store's queue into the endpoint's work
+    /// queue, passing over deliveries already taken; returns whether the
+    /// read stopped at its limit, and when the next entry not taken (a
+    /// retry) comes due.
+    async fn read_due(
+        &self,
+        ep: &EndpointShared,
+        now: i64,
+    ) -> Result<(bool, Option<i64>), crate::store::StoreError> {
+        let room = MAX_TAKEN
+            .saturating_sub(ep.in_flight().len())
+            .min(SCAN_BATCH);
+        if room == 0 {
+            return Ok((true, None));
+        }
+        let store = &self.inner.store;
+        let skip = |e: Uuid| ep.in_flight().contains(&e);
+        let due = store.due(ep.uid, now, room, &skip).await?;
+        let full = due.len() >= room;
+        {
+            let mut taken = ep.in_flight();
+            let mut q = ep.queue();
+            for d in due {
+                // `offer` may have taken it meanwhile (then it is queued
+                // already); a stale entry is dropped by the attempt.
+                if taken.insert(d.event) {
+                    q.push_back(Work::Stored(d));
+                }
+            }
+        }
+        let next = if full {
+            None
+        } else {
+            let look = ep.in_flight().len() + 1;
+            store.next_due_ms(ep.uid, look, &skip).await?
+        };
+        Ok((full, next))
     }
 
     async fn attempt(self, ep: Arc<EndpointShared>, work: Work, permit: OwnedSemaphorePermit) {
@@ -533,17 +574,16 @@ impl Dispatcher {
         due: Due,
     ) -> Result<Option<AttemptSummary>, crate::store::StoreError> {
         let store = &self.inner.store;
-        let stale = |store: &Store| store.remove_due(ep.uid, due);
-        let Some(rec) = store.delivery(due.event, ep.uid)? else {
-            stale(store)?;
+        let Some(rec) = store.delivery(due.event, ep.uid).await? else {
+            store.remove_due(ep.uid, due).await?;
             return Ok(None);
         };
         if rec.status.is_final() || rec.due_ms != Some(due.due_ms) {
-            stale(store)?;
+            store.remove_due(ep.uid, due).await?;
             return Ok(None);
         }
-        let Some(event) = store.event(&live.spec.account, due.event)? else {
-            stale(store)?;
+        let Some(event) = store.event(&live.spec.account, due.event).await? else {
+            store.remove_due(ep.uid, due).await?;
             return Ok(None);
         };
         self.attempt_with(ep, live, due, rec, &event).await
@@ -1080,16 +1120,12 @@ impl Dispatcher {
     /// the background). `recover` puts them back after re-enabling.
     fn disable_pending(&self, uid: Uuid, reason: String) {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let taken: HashSet<Uuid> = this
                 .shared(uid)
                 .map(|s| s.in_flight().clone())
                 .unwrap_or_default();
-            match this
-                .inner
-                .store
-                .disable_pending(uid, &reason, |e| taken.contains(&e))
-            {
+            match this.inner.store.disable_pending(uid, &reason, taken).await {
                 Ok(n) => info!(endpoint = %uid, count = n, "pending deliveries marked disabled"),
                 Err(e) => {
                     warn!(endpoint = %uid, error = %e, "marking pending deliveries disabled failed")
@@ -1099,8 +1135,8 @@ impl Dispatcher {
     }
 
     /// Puts one delivery back in the due index now (manual retry/recover).
-    pub fn requeue(&self, event: Uuid, uid: Uuid) -> Result<bool, crate::store::StoreError> {
-        let Some(rec) = self.inner.store.delivery(event, uid)? else {
+    pub async fn requeue(&self, event: Uuid, uid: Uuid) -> Result<bool, crate::store::StoreError> {
+        let Some(rec) = self.inner.store.delivery(event, uid).await? else {
             return Ok(false);
         };
         if let Some(s) = self.shared(uid) {
@@ -1108,7 +1144,7 @@ impl Dispatcher {
                 return Ok(true);
             }
         }
-        self.inner.store.requeue(event, uid, rec, now_ms())?;
+        self.inner.store.requeue(event, uid, rec, now_ms()).await?;
         self.notify(uid);
         Ok(true)
     }
@@ -1123,7 +1159,7 @@ impl Dispatcher {
         let Some(ep) = self.shared(uid) else {
             return Ok(None);
         };
-        let Some(rec) = self.inner.store.delivery(event, uid)? else {
+        let Some(rec) = self.inner.store.delivery(event, uid).await? else {
             return Ok(None);
         };
         let Some(due_ms) = rec.due_ms else {

@@ -1,0 +1,161 @@
+//! The store interface: every operation ingest, delivery, the admin API,
+//! retention and the dashboard need, typed, and nothing about keys or
+//! tables. A backend (`store/sled/`, later PostgreSQL) implements it, and
+//! the conformance suite (`store/conformance.rs`) holds every backend to
+//! the same behaviour.
+//!
+//! A trait object (`Arc<dyn Backend>`, chosen from config at start-up as
+//! svix-server picks its queue) rather than an enum of backends: a new
+//! backend is one folder and one arm in [`super::open`], and nothing above
+//! the seam changes. `async_trait` makes the async methods object-safe; the
+//! cost (one boxed future per call) is noise beside a store operation. The
+//! "skip" arguments are `&dyn Fn` for the same reason.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use super::records::*;
+use crate::telemetry::Histogram;
+
+/// Deliveries the caller already holds (queued or in flight): a due read
+/// passes over them.
+pub type Skip<'a> = &'a (dyn Fn(Uuid) -> bool + Send + Sync);
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// The backend's name, for logs and `/readyz`.
+    fn name(&self) -> &'static str;
+
+    // ---- ingest -----------------------------------------------------------
+
+    /// Stores an event, its deliveries and their due entries atomically and
+    /// durably before answering, or finds the event already stored under
+    /// the same idempotency key (account-scoped) within
+    /// [`IDEMPOTENCY_WINDOW_MS`]: then nothing new is stored and the answer
+    /// names the first event. Concurrent commits are grouped.
+    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError>;
+
+    // ---- the event log ----------------------------------------------------
+
+    /// An account's event (another account's id finds nothing).
+    async fn event(&self, account: &str, id: Uuid) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Newest-first page of an account's event ids, strictly older than
+    /// `before` when given.
+    async fn list_events(
+        &self,
+        account: &str,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+
+    /// One (event, endpoint) delivery.
+    async fn delivery(&self, event: Uuid, ep: Uuid) -> Result<Option<DeliveryRecord>, StoreError>;
+
+    /// Every delivery of an event: `(endpoint uid, record)`.
+    async fn deliveries_of(&self, event: Uuid) -> Result<Vec<(Uuid, DeliveryRecord)>, StoreError>;
+
+    /// A delivery's attempts, oldest first.
+    async fn attempts(&self, event: Uuid, ep: Uuid) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    // ---- the delivery queue -----------------------------------------------
+
+    /// Up to `limit` of an endpoint's due entries with `due_ms <= now_ms`,
+    /// oldest first, passing over those `skip` names.
+    async fn due(
+        &self,
+        ep: Uuid,
+        now_ms: i64,
+        limit: usize,
+        skip: Skip<'_>,
+    ) -> Result<Vec<Due>, StoreError>;
+
+    /// The earliest due time of an endpoint's entries not named by `skip`,
+    /// looking at most `look` entries.
+    async fn next_due_ms(
+        &self,
+        ep: Uuid,
+        look: usize,
+        skip: Skip<'_>,
+    ) -> Result<Option<i64>, StoreError>;
+
+    /// How many entries an endpoint's queue holds (all due times).
+    async fn due_count(&self, ep: Uuid) -> Result<u64, StoreError>;
+
+    /// Applies what a finished attempt changed — the old due entry removed,
+    /// the next one added, the delivery record, the attempt, the endpoint's
+    /// state — atomically. Need not be durable before answering: at worst a
+    /// crash repeats the attempt (at-least-once).
+    async fn record_attempt(&self, update: AttemptUpdate<'_>) -> Result<(), StoreError>;
+
+    /// Drops a due entry whose delivery is gone or already final.
+    async fn remove_due(&self, ep: Uuid, due: Due) -> Result<(), StoreError>;
+
+    /// Puts a delivery back in its endpoint's queue at `now_ms` (retry,
+    /// recover): status `delivering` (never attempted) or `failing`.
+    async fn requeue(
+        &self,
+        event: Uuid,
+        ep: Uuid,
+        record: DeliveryRecord,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks every queued delivery of an endpoint `disabled` with `reason`
+    /// and empties its queue, except the deliveries in `skip` (in flight).
+    /// Returns how many it marked.
+    async fn disable_pending(
+        &self,
+        ep: Uuid,
+        reason: &str,
+        skip: HashSet<Uuid>,
+    ) -> Result<usize, StoreError>;
+
+    // ---- endpoints ----------------------------------------------------------
+
+    /// An endpoint's persistent state (default when never written).
+    async fn endpoint_state(&self, ep: Uuid) -> Result<EndpointState, StoreError>;
+
+    async fn put_endpoint_state(&self, ep: Uuid, state: &EndpointState) -> Result<(), StoreError>;
+
+    /// Endpoints created through the API: one account's, or every one.
+    async fn api_endpoints(&self, account: Option<&str>)
+    -> Result<Vec<StoredEndpoint>, StoreError>;
+
+    async fn api_endpoint(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<StoredEndpoint>, StoreError>;
+
+    /// Saves an API endpoint durably (created or replaced).
+    async fn put_api_endpoint(&self, endpoint: &StoredEndpoint) -> Result<(), StoreError>;
+
+    /// Deletes an API endpoint durably; whether it existed.
+    async fn delete_api_endpoint(&self, account: &str, id: &str) -> Result<bool, StoreError>;
+
+    // ---- maintenance --------------------------------------------------------
+
+    /// Deletes up to `max` events of `account` stored before `cutoff_ms`
+    /// whose deliveries are all final, with their deliveries and attempts,
+    /// and idempotency keys past their window. Returns events deleted.
+    async fn prune(&self, account: &str, cutoff_ms: i64, max: usize) -> Result<usize, StoreError>;
+
+    /// Makes everything written so far durable (shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+
+    // ---- health -------------------------------------------------------------
+
+    /// Why the latest write failed, while writes keep failing.
+    fn write_error(&self) -> Option<String>;
+
+    /// Bytes the backend uses on disk, when it knows.
+    fn size_on_disk(&self) -> u64;
+
+    /// Latency of durable group writes, for `/metrics`, when measured.
+    fn flush_latency(&self) -> Option<Arc<Histogram>>;
+}
