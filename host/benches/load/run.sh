@@ -14,6 +14,9 @@
 # PACED_TRIALS times (default 1), then probes the disk's own write stalls;
 # ONLY_PACED=1 skips ingest at saturation and end to end.
 # SWITCHYARD_BIN=path runs another build (an A/B in one sitting).
+# The router runs on the shipped delivery defaults; DELIVERY_EXTRA adds lines
+# to its [delivery] table (e.g. DELIVERY_EXTRA="max_in_flight = 128") for a
+# tuned figure, which BENCHMARKS.md then reports beside the default one.
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
 # pending (receiver down); ONLY_PENDING=1 skips the other steps.
 set -euo pipefail
@@ -73,7 +76,7 @@ dir = "$repo/plugins/dist"
 [delivery]
 allow_http = true
 allow_private_networks = true
-max_in_flight = 128
+${DELIVERY_EXTRA:-}
 [[accounts]]
 id = "bench"
 token = "$BENCH_TOKEN"
