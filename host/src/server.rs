@@ -334,6 +334,3 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     })
 }
 
-pub fn log_listening(addr: SocketAddr) {
-    info!(%addr, "listening");
-}
