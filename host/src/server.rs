@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, warn};
 use uuid::Uuid;
 
 use crate::api::{self, ApiError, Body, read_body, require_json};
