@@ -333,4 +333,3 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         )
     })
 }
-

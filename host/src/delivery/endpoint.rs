@@ -40,6 +40,14 @@ pub(super) struct EndpointShared {
     /// Earliest due time known to be waiting in the store (retries);
     /// `i64::MAX` when none. Saves scanning the index on every dispatch.
     pub(super) next_due_hint: AtomicI64,
+    /// Ingest left fresh work in the store (the endpoint held `MAX_TAKEN`
+    /// deliveries): the next read continues from the cursor.
+    pub(super) backlog: AtomicBool,
+    /// Where the last read of the store's queue stopped when it was cut
+    /// short: the next read continues after it instead of walking past
+    /// every delivery taken since (up to `MAX_TAKEN`). A std mutex: held
+    /// to copy or set it.
+    pub(super) cursor: Mutex<Option<Due>>,
 }
 
 /// One delivery to attempt.
@@ -69,6 +77,10 @@ impl Work {
 pub(super) const MAX_TAKEN: usize = 8192;
 /// Due entries read from the store at a time.
 pub(super) const SCAN_BATCH: usize = 256;
+/// Fewest free places worth a read from the cursor (unless the memory
+/// queue is empty): reading one entry at a time would cost a store read
+/// per delivery.
+pub(super) const MIN_READ: usize = 64;
 
 impl EndpointShared {
     pub(super) fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Work>> {

@@ -175,6 +175,8 @@ impl Dispatcher {
                         plugin_gate: Arc::new(Semaphore::new(1)),
                         scan_requested: AtomicBool::new(true),
                         next_due_hint: AtomicI64::new(i64::MAX),
+                        backlog: AtomicBool::new(false),
+                        cursor: Mutex::new(None),
                     });
                     map.insert(*uid, shared.clone());
                     let d = self.clone();
@@ -208,7 +210,8 @@ impl Dispatcher {
             let mut taken = s.in_flight();
             if taken.len() >= MAX_TAKEN || !taken.insert(event_id) {
                 drop(taken);
-                s.wake_to_scan();
+                s.backlog.store(true, Ordering::SeqCst);
+                s.notify.notify_one();
                 return;
             }
             let due_ms = crate::store::initial_due_ms(event_id, event.created_ms);

@@ -52,25 +52,36 @@ impl Dispatcher {
             while let Ok(p) = ep.sem.clone().try_acquire_owned() {
                 permits.push(p);
             }
-            // Read the store's due index only when it may hold work the
-            // queue does not: on request, when a known retry is due, when
-            // the last read was cut short and the queue ran dry (or, for
-            // fairness with a stream of fresh work, every SCAN_BATCH
-            // dispatches), and once a second as a safety net. Reading it on
-            // every dispatch would walk past every delivery in flight.
+            // Read the store's queue only when it may hold work the memory
+            // queue does not, and read on from where the last read stopped
+            // (`cursor`) rather than from the start, which would walk past
+            // every delivery taken (up to MAX_TAKEN) each time:
+            // - from the start: on request (sync, retry, recover), when a
+            //   known retry is due, and once a second as a safety net (an
+            //   entry that sorts before the cursor, e.g. a backdated event);
+            // - from the cursor: when the last read was cut short or ingest
+            //   left work in the store, once the memory queue runs low (or,
+            //   for fairness with a stream of fresh work, every SCAN_BATCH
+            //   dispatches) and there is room for a useful batch.
             dispatched_since_scan += permits.len();
             let now = now_ms();
-            let queue_empty = ep.queue().is_empty();
+            more_in_store |= ep.backlog.swap(false, Ordering::SeqCst);
+            let queued = ep.queue().len();
+            let room = MAX_TAKEN.saturating_sub(ep.in_flight().len());
             let retry_due = ep.next_due_hint.load(Ordering::SeqCst) <= now;
-            let scan = ep.scan_requested.swap(false, Ordering::SeqCst)
+            let from_start = ep.scan_requested.swap(false, Ordering::SeqCst)
                 || retry_due
-                || last_scan.elapsed() >= Duration::from_secs(1)
-                || (more_in_store && (queue_empty || dispatched_since_scan >= SCAN_BATCH));
-            if scan {
+                || last_scan.elapsed() >= Duration::from_secs(1);
+            let read_on = more_in_store
+                && (queued < SCAN_BATCH || dispatched_since_scan >= SCAN_BATCH)
+                && (room >= MIN_READ || queued == 0);
+            if from_start || read_on {
                 dispatched_since_scan = 0;
                 last_scan = std::time::Instant::now();
-                ep.next_due_hint.store(i64::MAX, Ordering::SeqCst);
-                let scanned = self.read_due(&ep, now).await;
+                if from_start {
+                    ep.next_due_hint.store(i64::MAX, Ordering::SeqCst);
+                }
+                let scanned = self.read_due(&ep, now, from_start).await;
                 match scanned {
                     Ok((full, next)) => {
                         more_in_store = full;
@@ -120,13 +131,15 @@ impl Dispatcher {
     }
 
     /// Moves due entries of the store's queue into the endpoint's work
-    /// queue, passing over deliveries already taken; returns whether the
+    /// queue (from its start, or after the cursor), passing over deliveries
+    /// already taken; returns whether the
     /// read stopped at its limit, and when the next entry not taken (a
     /// retry) comes due.
     pub(super) async fn read_due(
         &self,
         ep: &EndpointShared,
         now: i64,
+        from_start: bool,
     ) -> Result<(bool, Option<i64>), crate::store::StoreError> {
         let room = MAX_TAKEN
             .saturating_sub(ep.in_flight().len())
@@ -136,8 +149,17 @@ impl Dispatcher {
         }
         let store = &self.inner.store;
         let skip = |e: Uuid| ep.in_flight().contains(&e);
-        let due = store.due(ep.uid, now, room, &skip).await?;
+        let after = if from_start {
+            None
+        } else {
+            *ep.cursor.lock().unwrap_or_else(|p| p.into_inner())
+        };
+        let due = store.due(ep.uid, after, now, room, &skip).await?;
         let full = due.len() >= room;
+        // Cut short: continue after the last entry next time; else the
+        // next read starts over.
+        *ep.cursor.lock().unwrap_or_else(|p| p.into_inner()) =
+            if full { due.last().copied() } else { None };
         {
             let mut taken = ep.in_flight();
             let mut q = ep.queue();

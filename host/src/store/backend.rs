@@ -65,10 +65,13 @@ pub trait Backend: Send + Sync + 'static {
     // ---- the delivery queue -----------------------------------------------
 
     /// Up to `limit` of an endpoint's due entries with `due_ms <= now_ms`,
-    /// oldest first, passing over those `skip` names.
+    /// oldest first, passing over those `skip` names; when `after` is
+    /// given, only entries after it in that order (a reader's cursor, so a
+    /// long queue is not walked again from its start).
     async fn due(
         &self,
         ep: Uuid,
+        after: Option<Due>,
         now_ms: i64,
         limit: usize,
         skip: Skip<'_>,

@@ -168,19 +168,34 @@ pub async fn due_order_and_skip(f: &dyn Fixture) {
         .await
         .unwrap();
     let now = now_ms() + 1;
-    let due = store.due(ep, now, 10, &none).await.unwrap();
+    let due = store.due(ep, None, now, 10, &none).await.unwrap();
     assert_eq!(
         due.iter().map(|d| d.event).collect::<Vec<_>>(),
         ids,
         "oldest first, one endpoint"
     );
     assert!(due.windows(2).all(|w| w[0].due_ms <= w[1].due_ms));
-    assert_eq!(store.due(ep, now, 2, &none).await.unwrap().len(), 2);
+    assert_eq!(store.due(ep, None, now, 2, &none).await.unwrap().len(), 2);
     let skip = |e: Uuid| e == ids[0] || e == ids[1];
-    let due = store.due(ep, now, 10, &skip).await.unwrap();
+    let due = store.due(ep, None, now, 10, &skip).await.unwrap();
     assert_eq!(due.iter().map(|d| d.event).collect::<Vec<_>>(), ids[2..]);
+    // A cursor: only the entries after it.
+    let first_two = store.due(ep, None, now, 2, &none).await.unwrap();
+    let rest = store
+        .due(ep, Some(first_two[1]), now, 10, &none)
+        .await
+        .unwrap();
+    assert_eq!(rest.iter().map(|d| d.event).collect::<Vec<_>>(), ids[2..]);
+    let last = *rest.last().unwrap();
+    assert!(
+        store
+            .due(ep, Some(last), now, 10, &none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Nothing is due before it was stored.
-    assert!(store.due(ep, 0, 10, &none).await.unwrap().is_empty());
+    assert!(store.due(ep, None, 0, 10, &none).await.unwrap().is_empty());
     assert_eq!(store.due_count(ep).await.unwrap(), 5);
     assert_eq!(
         store.next_due_ms(ep, 10, &none).await.unwrap(),
@@ -254,10 +269,14 @@ pub async fn attempt_recording(f: &dyn Fixture) {
         .unwrap();
     assert_eq!(store.delivery(id, ep).await.unwrap().unwrap(), rec);
     assert!(
-        store.due(ep, now_ms(), 10, &none).await.unwrap().is_empty(),
+        store
+            .due(ep, None, now_ms(), 10, &none)
+            .await
+            .unwrap()
+            .is_empty(),
         "not due before the retry"
     );
-    let later = store.due(ep, retry_at, 10, &none).await.unwrap();
+    let later = store.due(ep, None, retry_at, 10, &none).await.unwrap();
     assert_eq!(
         later,
         vec![Due {
@@ -331,7 +350,7 @@ pub async fn requeue_and_disable(f: &dyn Fixture) {
         (back.status, back.due_ms),
         (DeliveryStatus::Failing, Some(now))
     );
-    assert_eq!(store.due(ep, now, 10, &none).await.unwrap().len(), 1);
+    assert_eq!(store.due(ep, None, now, 10, &none).await.unwrap().len(), 1);
     // disable_pending: every queued delivery but the skipped one.
     let ids: Vec<Uuid> = {
         let mut v = vec![id];

@@ -226,11 +226,16 @@ impl Backend for SledStore {
     async fn due(
         &self,
         ep: Uuid,
+        after: Option<Due>,
         now_ms: i64,
         limit: usize,
         skip: Skip<'_>,
     ) -> Result<Vec<Due>, StoreError> {
-        let start = keys::due_prefix(ep);
+        let start = match after {
+            // The smallest key after the cursor's.
+            Some(a) => [keys::due(ep, a.due_ms, a.event), vec![0]].concat(),
+            None => keys::due_prefix(ep),
+        };
         let end = keys::due(ep, now_ms.saturating_add(1), Uuid::nil());
         let mut out = Vec::new();
         for kv in self.tree.range(start..end) {
