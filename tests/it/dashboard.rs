@@ -175,7 +175,7 @@ async fn ui_http_contract() {
         &format!("csrf={csrf}&url=http%3A%2F%2F127.0.0.1%3A1%2F&id=made"),
     )
     .await;
-    assert_eq!(status, 201);
+    assert_eq!(status, 303);
     let api = Client::new()
         .request(
             "GET",

@@ -25,7 +25,7 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -103,14 +103,24 @@ class Dash:
         return self.d.find_element(By.TAG_NAME, "h1").text
 
     def text(self):
-        return self.d.find_element(By.TAG_NAME, "body").text
+        end = time.time() + 10
+        while True:
+            try:
+                return self.d.find_element(By.TAG_NAME, "body").text
+            except WebDriverException:
+                if time.time() > end:
+                    raise
+                time.sleep(0.2)
 
     def until_text(self, needle, timeout=15, reload=True):
         """Waits until the page shows `needle`, reloading between looks."""
         end = time.time() + timeout
         while True:
-            if needle in self.text():
-                return
+            try:
+                if needle in self.text():
+                    return
+            except WebDriverException:
+                pass  # the page is being replaced (after a click): look again
             if time.time() > end:
                 raise AssertionError(f"{needle!r} never appeared on {self.d.current_url}:\n{self.text()[:3000]}")
             time.sleep(0.3)
@@ -313,10 +323,16 @@ def run(t, d):
     assert not d.find_elements(By.ID, "secret"), "the secret is shown only once"
     assert secret not in d.page_source
     t.step = "bad plugin config shown inline"
-    d.find_element(By.ID, "ed-plugins").send_keys('[{"name": "no-such-plugin"}]')
+    plugins = d.find_element(By.ID, "ed-plugins")
+    plugins.clear()
+    plugins.send_keys('[{"name": "event-filter", "config": {"conditions": [{"pointer": "nope", "equals": 1}]}}]')
     d.find_element(By.XPATH, "//button[.='Save']").click()
     t.wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, ".error"))
-    assert "no-such-plugin" in d.find_element(By.CSS_SELECTOR, ".error").text
+    err = d.find_element(By.CSS_SELECTOR, ".error").text
+    assert "nope" in err, err
+    # Not saved.
+    t.go("/ui/a/acct/endpoints/gamma")
+    assert "event-filter" not in d.find_element(By.ID, "ed-plugins").get_attribute("value")
     t.step = "rotate"
     d.find_element(By.XPATH, "//button[.='Rotate secret']").click()
     t.wait.until(lambda _: d.find_elements(By.ID, "secret"))

@@ -145,26 +145,22 @@ pub async fn create(ctx: &Ctx<'_>, form: &[(String, String)]) -> Result<Response
     .await;
     match result {
         Ok(doc) => {
+            // Post/redirect/get: the secret waits in the session for the
+            // next page only, so a reload neither resubmits nor shows it.
             let id = text(&doc["data"]["id"]);
-            let notice = secret_notice(
-                "Endpoint created. Its signing secret is shown only now: store it to verify webhook-signature.",
-                &text(&doc["data"]["attributes"]["secret"]),
+            super::session::flash_secret(
+                ctx.sid,
+                "Endpoint created. Its signing secret is shown only now: store it to verify webhook-signature.".into(),
+                text(&doc["data"]["attributes"]["secret"]),
             );
-            let mut r = detail(ctx, &id, Some(notice)).await?;
-            *r.status_mut() = StatusCode::CREATED;
-            Ok(r)
+            Ok(html::redirect(
+                &format!("{}/endpoints/{}", ctx.base(), url(&id)),
+                None,
+            ))
         }
         Err(e) if e.status == StatusCode::NOT_FOUND => Err(e),
         Err(e) => list(ctx, Some((&e, form))).await,
     }
-}
-
-fn secret_notice(message: &str, secret: &str) -> String {
-    format!(
-        "<div class=\"notice\" role=\"status\"><p>{}</p><p><label for=\"secret\">Secret</label> <input id=\"secret\" class=\"mono secret\" readonly value=\"{}\" size=\"50\"></p></div>",
-        esc(message),
-        esc(secret)
-    )
 }
 
 /// `GET /ui/a/{account}/endpoints/{id}` (with a notice after an action).
@@ -314,18 +310,24 @@ pub async fn action(
         "rotate" => {
             let grace = field(form, "grace");
             let grace = (!grace.is_empty()).then_some(grace);
-            api_endpoints::rotate_doc(st, account, id, grace.as_deref(), None)
-                .await
-                .map(|doc| {
+            match api_endpoints::rotate_doc(st, account, id, grace.as_deref(), None).await {
+                Ok(doc) => {
                     let until = doc["meta"]["previousSecretsExpire"]
                         .as_str()
                         .map(|t| format!(" The previous secret keeps signing until {t}."))
                         .unwrap_or_default();
-                    secret_notice(
-                        &format!("Secret rotated.{until} The new secret is shown only now."),
-                        &text(&doc["data"]["attributes"]["secret"]),
-                    )
-                })
+                    super::session::flash_secret(
+                        ctx.sid,
+                        format!("Secret rotated.{until} The new secret is shown only now."),
+                        text(&doc["data"]["attributes"]["secret"]),
+                    );
+                    return Ok(html::redirect(
+                        &format!("{}/endpoints/{}", ctx.base(), url(id)),
+                        None,
+                    ));
+                }
+                Err(e) => Err(e),
+            }
         }
         "recover" => {
             let since = field(form, "since");

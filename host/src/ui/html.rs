@@ -165,7 +165,13 @@ pub fn page(ctx: &Ctx<'_>, nav: Nav, title: &str, main: &str) -> String {
         .flash
         .as_deref()
         .map(|f| format!("<p class=\"flash\" role=\"status\">{}</p>", esc(f)))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &ctx
+            .session
+            .secret
+            .as_deref()
+            .map(|s| format!("<div class=\"notice\"><label for=\"secret\">Secret (shown only now)</label> <input id=\"secret\" class=\"mono secret\" readonly value=\"{}\" size=\"50\"></div>", esc(s)))
+            .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title} · Switchyard</title><link rel=\"stylesheet\" href=\"/ui/static/app.css\"><script src=\"/ui/static/app.js\" defer></script></head><body>\
 <a class=\"skip\" href=\"#main\">Skip to content</a>\

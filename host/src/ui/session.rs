@@ -39,6 +39,8 @@ pub struct Session {
     expires: Instant,
     /// A one-shot message shown on the next page (after a redirect).
     pub flash: Option<String>,
+    /// A secret shown once on the next page (after create or rotate).
+    pub secret: Option<String>,
 }
 
 static SESSIONS: LazyLock<Mutex<HashMap<String, Session>>> =
@@ -90,6 +92,7 @@ pub fn sign_in(state: &AppState, token: &str) -> Option<(String, Session)> {
         home,
         expires: Instant::now() + TTL,
         flash: None,
+        secret: None,
     };
     let id = random_hex();
     let mut all = sessions();
@@ -132,6 +135,7 @@ pub fn current(headers: &HeaderMap) -> Option<(String, Session)> {
     }
     let out = s.clone();
     s.flash = None;
+    s.secret = None;
     Some((id, out))
 }
 
@@ -139,6 +143,15 @@ pub fn current(headers: &HeaderMap) -> Option<(String, Session)> {
 pub fn flash(id: &str, message: String) {
     if let Some(s) = sessions().get_mut(id) {
         s.flash = Some(message);
+    }
+}
+
+/// Leaves a message and a secret for the session's next page only (the
+/// secret stays in server memory until that page is rendered).
+pub fn flash_secret(id: &str, message: String, secret: String) {
+    if let Some(s) = sessions().get_mut(id) {
+        s.flash = Some(message);
+        s.secret = Some(secret);
     }
 }
 
