@@ -25,6 +25,9 @@ if ! python3 -c 'import standardwebhooks, svix, segment.analytics, amplitude, cr
     python3 -m pip install --quiet --disable-pip-version-check -r tests/ecosystem/requirements.txt
 fi
 
+echo "== dashboard browser test: chromium, chromium-driver, selenium"
+bash tests/ci/dashboard.sh
+
 echo "== cargo test"
 cargo test --release --workspace
 

@@ -103,6 +103,12 @@ fn method_not_allowed(method: &Method, allowed: &str) -> ApiError {
 
 /// `GET /v1/plugins`: loaded plugins, version hash, load time, last error.
 fn plugins(state: &AppState) -> Response<Body> {
+    api::document(StatusCode::OK, &plugins_doc(state))
+}
+
+/// The plugins document (API and dashboard): every plugin file's status
+/// and the runtime's counters in `meta`.
+pub fn plugins_doc(state: &AppState) -> Value {
     let mut statuses = state.runtime.statuses();
     statuses.sort_by(|a, b| a.name.cmp(&b.name));
     let data: Vec<Value> = statuses
@@ -127,20 +133,18 @@ fn plugins(state: &AppState) -> Response<Body> {
         })
         .collect();
     let st = state.runtime.stats();
-    api::document(
-        StatusCode::OK,
-        &json!({
-            "data": data,
-            "meta": {
-                "reloads": st.reloads,
-                "loadFailures": st.load_failures,
-                "calls": st.calls,
-                "callErrors": st.call_errors,
-                "compiles": st.compiles,
-                "cacheHits": st.cache_hits,
-            }
-        }),
-    )
+    json!({
+        "data": data,
+        "meta": {
+            "reloads": st.reloads,
+            "loadFailures": st.load_failures,
+            "calls": st.calls,
+            "callErrors": st.call_errors,
+            "callErrorsByKind": st.call_errors_by_kind.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "compiles": st.compiles,
+            "cacheHits": st.cache_hits,
+        }
+    })
 }
 
 // ---- helpers shared by the resource modules ------------------------------

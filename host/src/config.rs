@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub fsync_interval: Duration,
     /// Events and attempts older than this are deleted.
     pub retention: Duration,
+    /// Serve the operator dashboard at `/ui` (default on).
+    pub ui: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +234,7 @@ struct RawServer {
     cache_size: Option<String>,
     fsync_interval: Option<String>,
     retention: Option<String>,
+    ui: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -513,6 +516,7 @@ impl Config {
                 &s.retention,
                 Duration::from_secs(30 * 86400),
             ),
+            ui: s.ui.unwrap_or(true),
         };
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&server.fsync_interval) {
             c.err(

@@ -3,7 +3,8 @@
 //! One module per stage of the data flow (see `docs/ARCHITECTURE.md`):
 //! `config` → `server`/`ingest` → `store` → `delivery` (pumps, `plugins`,
 //! `signing`, sender, retry) → attempt log, with `registry` (who is who),
-//! `admin` (account resources), `telemetry`, `retention` beside, and `app`
+//! `admin` (account resources), `ui` (the operator dashboard over the
+//! same functions), `feed` (delivery outcomes for it), `telemetry`, `retention` beside, and `app`
 //! tying the `serve` life cycle together.
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod endpoints;
+pub mod feed;
 pub mod ingest;
 pub mod listen;
 pub mod plugins;
@@ -24,3 +26,4 @@ pub mod signing;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod ui;

@@ -1,6 +1,7 @@
 //! The HTTP server: accept loop (hyper 1, HTTP/1.1, header read timeout
 //! against slowloris), routing, the ingest route, health and metrics, and
-//! graceful shutdown. Account-resource routes live in `admin`.
+//! graceful shutdown. Account-resource routes live in `admin`, the
+//! dashboard (`/ui`) in `ui`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,7 +75,11 @@ pub async fn serve(
     }
 }
 
-async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+async fn route(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Response<crate::ui::Served> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -88,12 +93,16 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) 
             ingest_route(&state, req, &account).instrument(span).await
         }
         (_, ["v1", "accounts", account, "events"]) => Err(method_not_allowed(&method, account)),
+        (_, ["ui", rest @ ..]) if state.config().server.ui => {
+            return crate::ui::route(&state, req, rest).await;
+        }
         _ => crate::admin::route(&state, req, &segments).await,
     };
     match result {
         Ok(r) => r,
         Err(e) => e.to_response(),
     }
+    .map(http_body_util::Either::Left)
 }
 
 fn method_not_allowed(method: &Method, _account: &str) -> ApiError {

@@ -58,6 +58,13 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Observations so far and their mean, in milliseconds (dashboard).
+    pub fn count_mean_ms(&self) -> (u64, f64) {
+        let n = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        (n, if n == 0 { 0.0 } else { sum / n as f64 })
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         for (i, b) in self.bounds.iter().enumerate() {
@@ -142,6 +149,8 @@ pub struct Metrics {
     pub attempt_latency: Histogram,
     pub plugin_duration: Histogram,
     pub ingest_latency: Histogram,
+    /// Delivery outcomes for the dashboard (live tail, overview figures).
+    pub feed: crate::feed::Feed,
 }
 
 impl Default for Metrics {
@@ -154,6 +163,7 @@ impl Default for Metrics {
             attempt_latency: Histogram::new(LATENCY_BUCKETS),
             plugin_duration: Histogram::new(PLUGIN_BUCKETS),
             ingest_latency: Histogram::new(LATENCY_BUCKETS),
+            feed: crate::feed::Feed::default(),
         }
     }
 }

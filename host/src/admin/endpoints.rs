@@ -349,7 +349,8 @@ pub async fn resource(
     })
 }
 
-async fn stored_of_account(
+/// The endpoints of `account` created through the API (persisted form).
+pub async fn stored_of_account(
     state: &AppState,
     account: &str,
 ) -> Result<Vec<StoredEndpoint>, ApiError> {
@@ -424,16 +425,21 @@ pub fn page_size(q: &[(String, String)]) -> Result<usize, ApiError> {
 }
 
 pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": show_data(state, account, id).await?}),
+    ))
+}
+
+/// The resource of one endpoint of `account` (404 for another account's).
+pub async fn show_data(state: &AppState, account: &str, id: &str) -> Result<Value, ApiError> {
     let ep = find(state, account, id)?;
     let stored = state
         .store
         .api_endpoint(account, id)
         .await
         .map_err(storage)?;
-    Ok(api::document(
-        StatusCode::OK,
-        &json!({"data": resource(state, &ep, stored.as_ref()).await}),
-    ))
+    Ok(resource(state, &ep, stored.as_ref()).await)
 }
 
 /// `POST …/webhook-endpoints`: 201 with the resource and, once, the secret.
@@ -443,6 +449,24 @@ pub async fn create(
     account: &str,
 ) -> Result<Response<Body>, ApiError> {
     let doc = read_json(state, req).await?;
+    let body = create_doc(state, account, doc).await?;
+    let id = body["data"]["id"].as_str().unwrap_or_default().to_string();
+    let mut r = api::document(StatusCode::CREATED, &body);
+    if let Ok(v) =
+        http::HeaderValue::from_str(&format!("/v1/accounts/{account}/webhook-endpoints/{id}"))
+    {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// Creates an endpoint of `account` from a request document: the answer
+/// document, with the secret (shown only here) in `data.attributes.secret`.
+pub async fn create_doc(
+    state: &AppState,
+    account: &str,
+    doc: Option<Value>,
+) -> Result<Value, ApiError> {
     let (id, attrs) = data_of(doc)?;
     let id = id.unwrap_or_else(|| Uuid::new_v4().to_string());
     check_id(&id).map_err(|m| invalid(format!("id: {m}"), "/data/id"))?;
@@ -494,13 +518,7 @@ pub async fn create(
     let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
     body["data"]["attributes"]["secret"] = json!(secret);
     body["meta"] = json!({"secretGenerated": generated, "note": "the secret is shown only now; store it to verify webhook-signature"});
-    let mut r = api::document(StatusCode::CREATED, &body);
-    if let Ok(v) =
-        http::HeaderValue::from_str(&format!("/v1/accounts/{account}/webhook-endpoints/{id}"))
-    {
-        r.headers_mut().insert(http::header::LOCATION, v);
-    }
-    Ok(r)
+    Ok(body)
 }
 
 /// `PATCH …/webhook-endpoints/{id}`. `enabled: true` also clears an
@@ -512,8 +530,21 @@ pub async fn update(
     account: &str,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let ep = find(state, account, id)?;
     let doc = read_json(state, req).await?;
+    Ok(api::document(
+        StatusCode::OK,
+        &update_doc(state, account, id, doc).await?,
+    ))
+}
+
+/// Applies a PATCH document to an endpoint of `account`: the answer document.
+pub async fn update_doc(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    doc: Option<Value>,
+) -> Result<Value, ApiError> {
+    let ep = find(state, account, id)?;
     let (body_id, attrs) = data_of(doc)?;
     if body_id.as_deref().is_some_and(|b| b != id) {
         return Err(ApiError::new(
@@ -541,7 +572,7 @@ pub async fn update(
         if disabled(state, ep.uid).await {
             state.dispatcher.enable(ep.uid).await.map_err(storage)?;
         }
-        return show(state, account, id).await;
+        return Ok(json!({"data": show_data(state, account, id).await?}));
     }
     let _w = WRITE.lock().await;
     let ep = find(state, account, id)?;
@@ -566,10 +597,7 @@ pub async fn update(
     }
     state.registry.update(|s| s.with_endpoint(live.clone()));
     state.dispatcher.sync().await;
-    Ok(api::document(
-        StatusCode::OK,
-        &json!({"data": resource(state, &live, Some(&stored)).await}),
-    ))
+    Ok(json!({"data": resource(state, &live, Some(&stored)).await}))
 }
 
 /// `DELETE …/webhook-endpoints/{id}`: 204. Its pending deliveries are
@@ -612,12 +640,28 @@ pub async fn rotate_secret(
 ) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
     let doc = read_json(state, req).await?;
+    Ok(api::document(
+        StatusCode::OK,
+        &rotate_doc(state, account, id, param(&q, "grace"), doc).await?,
+    ))
+}
+
+/// Rotates the secret of an endpoint of `account` (`grace`: the `?grace=`
+/// parameter; `doc`: the optional request document): the answer document,
+/// with the new secret (shown only here) in `data.attributes.secret`.
+pub async fn rotate_doc(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    grace: Option<&str>,
+    doc: Option<Value>,
+) -> Result<Value, ApiError> {
     let attrs = doc
         .as_ref()
         .and_then(|d| d.pointer("/data/attributes"))
         .cloned()
         .unwrap_or(json!({}));
-    let grace = match param(&q, "grace").map(str::to_string).or_else(|| {
+    let grace = match grace.map(str::to_string).or_else(|| {
         attrs
             .get("grace")
             .and_then(|g| g.as_str())
@@ -671,7 +715,7 @@ pub async fn rotate_secret(
     let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
     body["data"]["attributes"]["secret"] = json!(new.encode());
     body["meta"] = json!({"previousSecretsExpire": if grace.is_zero() { Value::Null } else { json!(rfc3339(until)) }});
-    Ok(api::document(StatusCode::OK, &body))
+    Ok(body)
 }
 
 /// `POST …/actions/ping`: stores a `webhook.ping` event for this endpoint
@@ -679,6 +723,14 @@ pub async fn rotate_secret(
 /// at once and answers the attempt's result. A failed ping is retried on
 /// the endpoint's schedule like any delivery.
 pub async fn ping(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+    Ok(api::document(
+        StatusCode::OK,
+        &ping_doc(state, account, id).await?,
+    ))
+}
+
+/// Sends the ping of an endpoint of `account`: the answer document.
+pub async fn ping_doc(state: &AppState, account: &str, id: &str) -> Result<Value, ApiError> {
     let ep = find(state, account, id)?;
     let now = now_ms();
     let event_id = Uuid::now_v7();
@@ -755,7 +807,7 @@ pub async fn ping(state: &AppState, account: &str, id: &str) -> Result<Response<
             "links": {"event": format!("/v1/accounts/{account}/webhook-events/{event_id}")},
         }
     });
-    Ok(api::document(StatusCode::OK, &body))
+    Ok(body)
 }
 
 /// `POST …/actions/recover?since=<RFC 3339>`: re-queues every failed or
@@ -766,9 +818,23 @@ pub async fn recover(
     account: &str,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let ep = find(state, account, id)?;
     let q = query(req);
-    let since = param(&q, "since").ok_or_else(|| {
+    Ok(api::document(
+        StatusCode::ACCEPTED,
+        &recover_doc(state, account, id, param(&q, "since")).await?,
+    ))
+}
+
+/// Re-queues the failed or disabled deliveries of an endpoint of `account`
+/// whose events were stored since `since` (RFC 3339): the answer document.
+pub async fn recover_doc(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    since: Option<&str>,
+) -> Result<Value, ApiError> {
+    let ep = find(state, account, id)?;
+    let since = since.ok_or_else(|| {
         ApiError::bad_request(
             "Missing since",
             "give ?since=<RFC 3339 time>, e.g. ?since=2024-05-01T00:00:00Z",
@@ -826,7 +892,7 @@ pub async fn recover(
     let mut body = json!({"data": resource(state, &ep, stored.as_ref()).await});
     body["meta"] =
         json!({"since": rfc3339(since_ms), "eventsScanned": scanned, "requeued": requeued});
-    Ok(api::document(StatusCode::ACCEPTED, &body))
+    Ok(body)
 }
 
 async fn disabled(state: &AppState, uid: Uuid) -> bool {

@@ -78,7 +78,7 @@ async fn delivery_json(
     v
 }
 
-async fn resource(
+pub async fn resource(
     store: &Store,
     id: Uuid,
     ev: &EventRecord,
@@ -114,7 +114,7 @@ async fn resource(
 
 /// The event if it exists and belongs to `account` (404 otherwise, the same
 /// answer for both).
-async fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
+pub async fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventRecord), ApiError> {
     let nf = || ApiError::not_found(&format!("webhook event {id:?}"));
     let uuid = Uuid::parse_str(id).map_err(|_| nf())?;
     match store.event(account, uuid).await.map_err(storage)? {
@@ -123,12 +123,15 @@ async fn load(store: &Store, account: &str, id: &str) -> Result<(Uuid, EventReco
     }
 }
 
-struct Filters {
-    events: Vec<String>,
-    statuses: Vec<DeliveryStatus>,
-    endpoints: Vec<String>,
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
+#[derive(Default)]
+pub struct Filters {
+    pub events: Vec<String>,
+    pub statuses: Vec<DeliveryStatus>,
+    pub endpoints: Vec<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// The producer's own id (`filter[sourceId]`).
+    pub source_id: Option<String>,
 }
 
 fn list_param(q: &[(String, String)], name: &str) -> Vec<String> {
@@ -143,7 +146,9 @@ fn list_param(q: &[(String, String)], name: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
+/// The `filter[…]` parameters of a list request (also the dashboard's
+/// filter form, which uses the same names).
+pub fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
     let mut statuses = Vec::new();
     for s in list_param(q, "filter[status]") {
         statuses.push(DeliveryStatus::parse(&s).ok_or_else(|| {
@@ -172,13 +177,17 @@ fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
         endpoints: list_param(q, "filter[endpoint]"),
         since_ms: time("filter[since]")?,
         until_ms: time("filter[until]")?,
+        source_id: param(q, "filter[sourceId]")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
     })
 }
 
 /// `GET …/webhook-events`: newest first; `page[size]` (1–100, default 20),
 /// `page[before]=<event id>` (from `links.next`); `filter[event]` (types or
 /// `family.*`, comma-separated), `filter[status]` (a delivery has it),
-/// `filter[endpoint]`, `filter[since]`/`filter[until]` (RFC 3339, time stored).
+/// `filter[endpoint]`, `filter[since]`/`filter[until]` (RFC 3339, time stored),
+/// `filter[sourceId]` (the producer's own id).
 pub async fn list(
     state: &AppState,
     req: &Request<Incoming>,
@@ -197,6 +206,33 @@ pub async fn list(
             )
         })?),
     };
+    let (data, next_cursor) = list_page(state, account, f, before, size).await?;
+    let base = format!("/v1/accounts/{account}/webhook-events");
+    let next = next_cursor.map(|c| {
+        let mut link = format!("{base}?page[size]={size}&page[before]={c}");
+        for (k, v) in &q {
+            if k.starts_with("filter[") {
+                link.push_str(&format!("&{k}={}", percent_encode(v)));
+            }
+        }
+        link
+    });
+    Ok(api::document(
+        StatusCode::OK,
+        &json!({"data": data, "links": {"self": base, "next": next}}),
+    ))
+}
+
+/// One page of an account's events, newest first, from `before` (an event
+/// id, exclusive): the resources (deliveries without attempts) and the
+/// cursor of the next page. Shared by the API and the dashboard.
+pub async fn list_page(
+    state: &AppState,
+    account: &str,
+    f: Filters,
+    before: Option<Uuid>,
+    size: usize,
+) -> Result<(Vec<Value>, Option<Uuid>), ApiError> {
     // Start at the older of the cursor and `until`.
     let mut cursor = match (before, f.until_ms.map(|u| cursor_at(u.saturating_add(1)))) {
         (Some(b), Some(u)) => Some(b.min(u)),
@@ -232,6 +268,9 @@ pub async fn list(
                 {
                     continue;
                 }
+                if f.source_id.is_some() && ev.source_id != f.source_id {
+                    continue;
+                }
                 let deliveries = store.deliveries_of(id).await?;
                 if !f.statuses.is_empty()
                     && !deliveries
@@ -252,31 +291,23 @@ pub async fn list(
     }
     .await
     .map_err(storage)?;
-    let base = format!("/v1/accounts/{account}/webhook-events");
-    let next = next_cursor.map(|c| {
-        let mut link = format!("{base}?page[size]={size}&page[before]={c}");
-        for (k, v) in &q {
-            if k.starts_with("filter[") {
-                link.push_str(&format!("&{k}={}", percent_encode(v)));
-            }
-        }
-        link
-    });
-    Ok(api::document(
-        StatusCode::OK,
-        &json!({"data": data, "links": {"self": base, "next": next}}),
-    ))
+    Ok((data, next_cursor))
 }
 
 /// `GET …/webhook-events/{id}`: the event, its payload, and every delivery
 /// with its attempts (time, status or error, latency, response excerpt).
 pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
-    let (uuid, ev) = load(&state.store, account, id).await?;
-    let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
     Ok(api::document(
         StatusCode::OK,
-        &json!({"data": resource(&state.store, uuid, &ev, &deliveries, true).await}),
+        &json!({"data": show_data(state, account, id).await?}),
     ))
+}
+
+/// The full resource of one event of `account` (404 for another account's).
+pub async fn show_data(state: &AppState, account: &str, id: &str) -> Result<Value, ApiError> {
+    let (uuid, ev) = load(&state.store, account, id).await?;
+    let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
+    Ok(resource(&state.store, uuid, &ev, &deliveries, true).await)
 }
 
 /// `POST …/webhook-events/{id}/actions/retry[?endpoint=<id>]`: sends the
@@ -288,9 +319,22 @@ pub async fn retry(
     account: &str,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let (uuid, ev) = load(&state.store, account, id).await?;
     let q = query(req);
-    let only = param(&q, "endpoint").map(str::to_string);
+    let body = retry_data(state, account, id, param(&q, "endpoint")).await?;
+    Ok(api::document(StatusCode::ACCEPTED, &body))
+}
+
+/// Re-queues the deliveries of an event of `account` (all, or the one to
+/// endpoint `only`): the document the API answers, with `meta.requeued`
+/// and `meta.skipped`.
+pub async fn retry_data(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    only: Option<&str>,
+) -> Result<Value, ApiError> {
+    let (uuid, ev) = load(&state.store, account, id).await?;
+    let only = only.map(str::to_string);
     let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
     let snap = state.registry.snapshot();
     let chosen: Vec<_> = deliveries
@@ -324,5 +368,5 @@ pub async fn retry(
     let deliveries = state.store.deliveries_of(uuid).await.map_err(storage)?;
     let mut body = json!({"data": resource(&state.store, uuid, &ev, &deliveries, false).await});
     body["meta"] = json!({"requeued": requeued, "skipped": skipped});
-    Ok(api::document(StatusCode::ACCEPTED, &body))
+    Ok(body)
 }

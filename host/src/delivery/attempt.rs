@@ -474,7 +474,27 @@ impl Dispatcher {
                 attempt,
                 endpoint_state,
             })
-            .await
+            .await?;
+        // Dashboard hook (live tail, overview figures): see `crate::feed`.
+        self.inner.metrics.feed.publish(crate::feed::Report {
+            account: &rec.account,
+            endpoint: &rec.endpoint,
+            endpoint_uid: ep.uid,
+            event: due.event,
+            outcome: match rec.status {
+                DeliveryStatus::Delivered => "delivered",
+                DeliveryStatus::Failed => "failed",
+                DeliveryStatus::Disabled => "disabled",
+                DeliveryStatus::Filtered => "filtered",
+                _ => "attempt_failed",
+            },
+            http_status: attempt.and_then(|a| a.status),
+            error: attempt.and_then(|a| a.error.as_deref()),
+            latency_us: attempt.map(|a| a.latency_us).filter(|us| *us > 0),
+            at_ms: attempt.map_or(rec.updated_ms, |a| a.at_ms),
+            attempt: rec.attempts,
+        });
+        Ok(())
     }
 
     /// 410 Gone: the receiver asks us to stop. Disable the endpoint.

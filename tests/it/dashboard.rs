@@ -1,0 +1,291 @@
+//! The operator dashboard (`/ui`): its HTTP contract checked directly
+//! (headers, sign-in, CSRF, isolation), and the whole of it in a real
+//! browser — `tests/ui/test_dashboard.py` drives headless Chromium through
+//! WebDriver against the real binary with real receivers (install with
+//! `bash tests/ci/dashboard.sh`). Screenshots land in
+//! `target/ui-screenshots/`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use crate::common::*;
+
+const ADMIN: &str = "admin-token-0123456789";
+
+/// Receivers that answer 500 (with markup in the body) to the first
+/// delivery of an event whose payload says "please-fail", 200 otherwise.
+async fn flaky_receiver() -> Receiver {
+    let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    Receiver::scripted(move |_, r| {
+        let body = String::from_utf8_lossy(&r.body);
+        let id = r.header("webhook-id").to_string();
+        if body.contains("please-fail") && seen.lock().unwrap().insert(id) {
+            let mut reply = Reply::status(500);
+            reply.body =
+                bytes::Bytes::from_static(b"receiver says no <img src=x onerror=alert(1)>");
+            reply
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await
+}
+
+fn config(rx: &Receiver) -> String {
+    base_config(&format!("admin_token = \"{ADMIN}\""))
+        + &endpoint("alpha", &rx.url("/alpha"), "retry_schedule = [\"1h\"]")
+        + &endpoint("beta", &rx.url("/beta"), "retry_schedule = [\"1h\"]")
+}
+
+/// A tiny HTTP/1.1 client for the form posts and redirects (the harness
+/// client does not keep cookies).
+async fn raw(
+    router: &Router,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, http::HeaderMap, String) {
+    let c = Client::new();
+    let r = c
+        .request(method, &router.url(path), headers, body.to_string())
+        .await;
+    (
+        r.status,
+        r.headers.clone(),
+        String::from_utf8_lossy(&r.body).into_owned(),
+    )
+}
+
+fn session_cookie(h: &http::HeaderMap) -> String {
+    let c = h
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    c.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_http_contract() {
+    let rx = flaky_receiver().await;
+    let router = Router::start(&config(&rx), &[]);
+    // Not signed in: the sign-in page, with the strict policy.
+    let (status, h, _) = raw(&router, "GET", "/ui/a/acct", &[], "").await;
+    assert_eq!(status, 303);
+    assert_eq!(h["location"], "/ui/login");
+    let (status, h, body) = raw(&router, "GET", "/ui/login", &[], "").await;
+    assert_eq!(status, 200);
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(body.contains("<label for=\"token\">"));
+    let (status, h, js) = raw(&router, "GET", "/ui/static/app.js", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(js.contains("EventSource"));
+    // A wrong token: 401, no cookie.
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, h, _) = raw(&router, "POST", "/ui/login", &form, "token=nope").await;
+    assert_eq!(status, 401);
+    assert!(h.get("set-cookie").is_none());
+    // The account token: a cookie, HttpOnly, SameSite=Strict, expiring.
+    let (status, h, _) = raw(
+        &router,
+        "POST",
+        "/ui/login",
+        &form,
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(h["location"], "/ui/a/acct");
+    let set = h["set-cookie"].to_str().unwrap().to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Max-Age=", "Path=/ui"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(
+        !set.contains("Secure"),
+        "plain HTTP: no Secure flag ({set})"
+    );
+    let cookie = session_cookie(&h);
+    let with_cookie = [("cookie", cookie.as_str())];
+    let (status, h, page) = raw(&router, "GET", "/ui/a/acct", &with_cookie, "").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(page.contains("alpha") && page.contains("beta"));
+    // Behind a TLS proxy the cookie is Secure.
+    let (_, h, _) = raw(
+        &router,
+        "POST",
+        "/ui/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("x-forwarded-proto", "https"),
+        ],
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert!(h["set-cookie"].to_str().unwrap().contains("; Secure"));
+    // Another account: 404 for pages and forms alike.
+    let (status, _, page) = raw(&router, "GET", "/ui/a/other", &with_cookie, "").await;
+    assert_eq!(status, 404, "{page}");
+    let csrf = page_csrf(
+        &raw(&router, "GET", "/ui/a/acct/endpoints", &with_cookie, "")
+            .await
+            .2,
+    );
+    let post = [
+        ("cookie", cookie.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let (status, _, _) = raw(
+        &router,
+        "POST",
+        "/ui/a/other/endpoints",
+        &post,
+        &format!("csrf={csrf}&url=http%3A%2F%2F127.0.0.1%3A1%2F&id=x"),
+    )
+    .await;
+    assert_eq!(status, 404);
+    // No CSRF token: 403, nothing created.
+    let (status, _, _) = raw(
+        &router,
+        "POST",
+        "/ui/a/acct/endpoints",
+        &post,
+        "url=http%3A%2F%2F127.0.0.1%3A1%2F&id=forged",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = raw(
+        &router,
+        "POST",
+        "/ui/a/acct/endpoints",
+        &post,
+        &format!("csrf={csrf}&url=http%3A%2F%2F127.0.0.1%3A1%2F&id=made"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let api = Client::new()
+        .request(
+            "GET",
+            &router.url("/v1/accounts/acct/webhook-endpoints"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            String::new(),
+        )
+        .await
+        .json();
+    let ids: Vec<&str> = api["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["alpha", "beta", "made"]);
+    // Sign-out ends the session.
+    let (status, _, _) = raw(
+        &router,
+        "POST",
+        "/ui/logout",
+        &post,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    let (status, _, _) = raw(&router, "GET", "/ui/a/acct", &with_cookie, "").await;
+    assert_eq!(status, 303);
+    // `[server] ui = false` turns the dashboard off.
+    let off = Router::start(&base_config("ui = false"), &[]);
+    let (status, _, _) = raw(&off, "GET", "/ui/login", &[], "").await;
+    assert_eq!(status, 404);
+}
+
+fn page_csrf(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[i..i + 64].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_in_a_real_browser() {
+    if std::env::var_os("SWITCHYARD_SKIP_BROWSER").is_some() {
+        eprintln!("SWITCHYARD_SKIP_BROWSER is set: browser test skipped");
+        return;
+    }
+    let rx = flaky_receiver().await;
+    let ok = Receiver::ok().await;
+    let router = Router::start(
+        &config(&rx),
+        &[("event-filter", dist_plugin("event-filter"))],
+    );
+    let c = Client::new();
+    // An event of the other account, with its own token.
+    let other = c
+        .request(
+            "POST",
+            &router.events_url("other"),
+            &[
+                ("authorization", "Bearer other-token-bbbb"),
+                ("content-type", "application/json"),
+            ],
+            event(
+                "license.created",
+                serde_json::json!({"data": {"id": "secret-of-other"}}),
+            )
+            .to_string(),
+        )
+        .await;
+    assert_eq!(other.status, 202);
+    let other_id = other.json()["data"]["id"].as_str().unwrap().to_string();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = root.join("target/ui-screenshots");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/ui/test_dashboard.py"))
+        .env("SY_BASE", router.url(""))
+        .env("SY_TOKEN", TOKEN)
+        .env("SY_ADMIN", ADMIN)
+        .env("SY_OTHER_EVENT", &other_id)
+        .env("SY_RECEIVER", ok.url("/gamma"))
+        .env("SY_SHOTS", &shots)
+        .output()
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser test failed (needs Chromium, chromedriver and selenium: `bash tests/ci/dashboard.sh`; set SWITCHYARD_SKIP_BROWSER=1 to skip):\n{stdout}\n{stderr}\nrouter log:\n{}",
+        router.log()
+    );
+    for page in [
+        "sign-in",
+        "overview",
+        "events",
+        "event-detail",
+        "endpoints",
+        "endpoint",
+        "tail",
+        "plugins",
+    ] {
+        for width in ["desktop", "mobile"] {
+            let f = shots.join(format!("{page}-{width}.png"));
+            let len = std::fs::metadata(&f).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 5000, "screenshot {} missing or empty", f.display());
+        }
+    }
+    // The created endpoint's test event reached the receiver.
+    assert!(
+        ok.received()
+            .iter()
+            .any(|r| r.json()["type"] == "webhook.ping"
+                || r.body.windows(12).any(|w| w == b"webhook.ping"))
+    );
+}
