@@ -23,6 +23,77 @@ use crate::telemetry::{self, Metrics};
 /// How long `serve` waits for attempts in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long `serve` waits for the store's lock held by another process:
+/// right after `kill -9` (a supervisor restarting at once) the dead
+/// router's lock is released only once the kernel has reaped it.
+pub const STORE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Said at start-up and by `config check` when no account is declared.
+pub const NO_ACCOUNTS: &str = "no [[accounts]] in the configuration: the router starts but every request to /v1/accounts/... is refused (401) and no event can be ingested; declare at least one account (see router.toml)";
+
+/// Opens the store, retrying while another process holds its lock, for up
+/// to `wait` (said once in the log); any other error fails at once.
+fn open_store_waiting(config: &Config, wait: Duration) -> anyhow::Result<Store> {
+    let dir = config.server.data_dir.join("store");
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match Store::open(
+            &dir,
+            config.server.cache_bytes,
+            config.server.fsync_interval,
+        ) {
+            Ok(store) => {
+                if said {
+                    info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "store lock acquired"
+                    );
+                }
+                return Ok(store);
+            }
+            Err(e) if is_lock_held(&e) && started.elapsed() < wait => {
+                if !said {
+                    warn!(
+                        dir = %dir.display(),
+                        wait_s = wait.as_secs(),
+                        "the store is locked by another process (a router still running, or one just killed and not yet reaped); waiting for the lock"
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) if is_lock_held(&e) => {
+                anyhow::bail!(
+                    "{e}: another process still holds the store lock after {} s; stop the other router using {} (or give this one another [server] data_dir)",
+                    wait.as_secs(),
+                    config.server.data_dir.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether opening failed because another process holds the store's file
+/// lock (the backend reports it as an I/O `WouldBlock`).
+fn is_lock_held(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::WouldBlock
+        {
+            return true;
+        }
+        let text = err.to_string();
+        if text.contains("could not acquire lock") || text.contains("WouldBlock") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pub fn runtime_settings(config: &Config) -> RuntimeSettings {
     RuntimeSettings {
         deadline: config.plugins.deadline,
@@ -39,12 +110,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let store = Store::open(
-        &data_dir.join("store"),
-        config.server.cache_bytes,
-        config.server.fsync_interval,
-    )
-    .with_context(|| format!("opening the store in {}", data_dir.display()))?;
+    if config.accounts.is_empty() {
+        warn!(file = %config.path.display(), "{NO_ACCOUNTS}");
+    }
+    let store = open_store_waiting(&config, STORE_LOCK_WAIT)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))?;
 
     let runtime =
         PluginRuntime::new(runtime_settings(&config)).context("starting the plugin runtime")?;

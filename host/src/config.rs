@@ -428,10 +428,18 @@ impl Config {
         Config::parse(path, &text, &ProcessEnv)
     }
 
-    /// Validates configuration text; `path` only names it in messages and
-    /// anchors relative paths (`data_dir`, `plugins.dir`) — they stay
-    /// relative to the working directory, as users expect from a CLI.
+    /// Validates configuration text; `path` names it in messages and
+    /// anchors relative paths: `data_dir`, `[plugins] dir` and `ca_file`
+    /// are relative to the directory of the config file, not to the
+    /// working directory (so `serve -c /etc/switchyard/router.toml` finds
+    /// its data wherever it is started from; with the default
+    /// `router.toml` in the working directory the two are the same).
     pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let anchored = |p: PathBuf| match base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        };
         let fail = |errors| ConfigErrors {
             path: path.to_path_buf(),
             errors,
@@ -490,10 +498,11 @@ impl Config {
         }
         let server = ServerConfig {
             listen,
-            data_dir: s
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: anchored(
+                s.data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./data")),
+            ),
             max_body: c.size("server.max_body", &s.max_body, 1 << 20) as usize,
             header_timeout: c.duration(
                 "server.header_timeout",
@@ -527,10 +536,11 @@ impl Config {
         // [plugins]
         let p = &raw.plugins;
         let plugins = PluginsConfig {
-            dir: p
-                .dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            dir: anchored(
+                p.dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            ),
             deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
             memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
             max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
@@ -550,7 +560,7 @@ impl Config {
             timeout: c.duration("delivery.timeout", &d.timeout, Duration::from_secs(15)),
             max_in_flight: d.max_in_flight.unwrap_or(32),
             retry_schedule: default_schedule,
-            ca_file: d.ca_file.clone(),
+            ca_file: d.ca_file.clone().map(anchored),
             max_retry_after: c.duration(
                 "delivery.max_retry_after",
                 &d.max_retry_after,
@@ -900,6 +910,26 @@ subscriptions = ["lic*"]
         assert_eq!(errs.errors[0].location, "2");
         let errs = Config::parse(Path::new("t.toml"), "[servr]\n", &MapEnv(vec![])).unwrap_err();
         assert!(errs.to_string().contains("servr"));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let text = GOOD.replace("[server]\n", "[server]\ndata_dir = \"var/data\"\n")
+            + "[plugins]\ndir = \"wasm\"\n";
+        let c = Config::parse(Path::new("/etc/switchyard/router.toml"), &text, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("/etc/switchyard/var/data"));
+        assert_eq!(c.plugins.dir, Path::new("/etc/switchyard/wasm"));
+        // Defaults too; absolute paths stay as written.
+        let c = Config::parse(Path::new("conf/router.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("conf/./data"));
+        assert_eq!(c.plugins.dir, Path::new("conf/plugins/dist"));
+        let text = GOOD.replace("[server]\n", "[server]\ndata_dir = \"/srv/data\"\n");
+        let c = Config::parse(Path::new("conf/router.toml"), &text, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("/srv/data"));
+        // A file in the working directory: paths as written.
+        let c = Config::parse(Path::new("router.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.plugins.dir, Path::new("plugins/dist"));
     }
 
     #[test]

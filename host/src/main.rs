@@ -83,6 +83,12 @@ enum PluginCmd {
     Run {
         /// A .wasm path, or a plugin name looked up in --plugins-dir.
         plugin: String,
+        /// The plugin's name in log lines and errors. Default: the name it
+        /// gets in the plugins folder (the file stem; for a Cargo build
+        /// artifact such as target/wasm32-wasip2/release/slack_notify.wasm,
+        /// the crate's name, slack-notify).
+        #[arg(long)]
+        name: Option<String>,
         /// The event, in the ingest API's native form.
         #[arg(long)]
         event: PathBuf,
@@ -178,20 +184,30 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCmd::Check { config }) => return config_check(&config),
         Command::Plugin(PluginCmd::Run {
             plugin,
+            name,
             event,
             config,
             sandbox,
             plugins_dir,
         }) => {
             init_cli_logging();
-            let out = plugins::cli::cli_run(
+            match plugins::cli::cli_run(
                 &plugin,
+                name.as_deref(),
                 &event,
                 config.as_deref(),
                 sandbox.settings(),
                 Some(&plugins_dir),
-            )?;
-            print_json(&out);
+            ) {
+                Ok(out) => print_json(&out),
+                // One JSON line on stdout like a success, the explanation
+                // on stderr, and a failing exit status.
+                Err(e) => {
+                    print_json(&e.to_json());
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Plugin(PluginCmd::Check { path, sandbox }) => {
             init_cli_logging();
@@ -248,6 +264,7 @@ fn init_cli_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard::plugins=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(switchyard::telemetry::stderr_colour())
         .with_writer(std::io::stderr)
         .try_init();
 }
