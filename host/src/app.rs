@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::delivery::{DispatchSettings, Dispatcher, Sender};
-use crate::plugins::{PluginRuntime, RuntimeSettings};
+use crate::plugins::{PluginError, PluginErrorKind, PluginRuntime, RuntimeSettings};
 use crate::registry::{Registry, Snapshot};
 use crate::server;
 use crate::state::AppState;
@@ -134,14 +134,16 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let api_endpoints = crate::endpoints::load_all(&store)?;
     let (snap, errors) = Snapshot::build(&config, &api_endpoints, &runtime);
     if !errors.is_empty() {
-        let list: Vec<String> = errors
-            .iter()
-            .map(|(ep, e)| format!("  endpoint {ep}: {e}"))
-            .collect();
+        // One broken endpoint stops start-up (docs/PLUGINS.md, "Life
+        // cycle"): `config check` reports the same lines beforehand.
+        let list = endpoint_errors(&config, &errors);
+        for line in &list {
+            error!("{line}");
+        }
         anyhow::bail!(
-            "{} endpoint(s) cannot load:\n{}",
+            "{} endpoint(s) cannot load:\n  {}",
             errors.len(),
-            list.join("\n")
+            list.join("\n  ")
         );
     }
     let registry = Arc::new(Registry::new(snap));
@@ -211,6 +213,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// One line per endpoint whose plugin chain cannot be bound, saying where
+/// the endpoint is declared (`router.toml:12: endpoints[0] ("crm")`, or
+/// that it was created through the API) and what the plugin said.
+pub fn endpoint_errors(config: &Config, errors: &[(String, PluginError)]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|(name, e)| {
+            let (account, id) = name.split_once('/').unwrap_or(("", name));
+            let location = config.endpoint_location(account, id).unwrap_or_else(|| {
+                format!("endpoint {id:?} of account {account:?} (created through the API)")
+            });
+            match e.kind {
+                PluginErrorKind::BadConfig if e.plugin != "-" => format!(
+                    "{location}: plugin {:?} rejects its config: {}",
+                    e.plugin, e.message
+                ),
+                _ => format!(
+                    "{location}: plugin {:?}: {}: {}",
+                    e.plugin,
+                    e.kind.as_str(),
+                    e.message
+                ),
+            }
+        })
+        .collect()
+}
+
 /// Rebuilds the registry from a new `router.toml`; an invalid file keeps
 /// the running configuration and says why.
 pub fn reload_config(state: &AppState, path: &Path) {
@@ -234,8 +263,8 @@ pub fn reload_config(state: &AppState, path: &Path) {
     };
     let (snap, errors) = Snapshot::build(&new, &api_endpoints, &state.runtime);
     if !errors.is_empty() {
-        for (ep, e) in &errors {
-            error!(endpoint = %ep, error = %e, "endpoint cannot load");
+        for line in endpoint_errors(&new, &errors) {
+            error!("endpoint cannot load: {line}");
         }
         error!(
             "router.toml changed but some endpoints cannot load; keeping the running configuration"
