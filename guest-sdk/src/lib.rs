@@ -248,15 +248,82 @@ impl std::error::Error for Error {}
 
 /// Parses a plugin configuration the way the host-facing glue does: JSON
 /// text into `P::Config` (`{}` for an empty string), then `P::new`.
+///
+/// A configuration that does not deserialize is a [`ErrorKind::BadConfig`]
+/// error naming the field, in the words of the config the operator wrote
+/// (no position inside JSON they never saw):
+///
+/// ```
+/// # use serde::Deserialize;
+/// # use switchyard_guest::{Error, ErrorKind, Event, Outcome, Plugin};
+/// #[derive(Deserialize)]
+/// pub struct Config { webhook_url: String, mention_over_seats: u64 }
+/// pub struct Notify;
+/// impl Plugin for Notify {
+///     type Config = Config;
+///     fn new(_: Config) -> Result<Self, Error> { Ok(Notify) }
+///     fn handle(&mut self, _: &Event) -> Result<Outcome, Error> { Ok(Outcome::Pass) }
+/// }
+/// let e = switchyard_guest::configure::<Notify>(
+///     r#"{"webhook_url": "https://x", "mention_over_seats": "ten"}"#,
+/// ).err().unwrap();
+/// assert_eq!(e.kind, ErrorKind::BadConfig);
+/// assert_eq!(e.message, r#"`mention_over_seats`: expected a non-negative integer, got "ten""#);
+/// let e = switchyard_guest::configure::<Notify>("{}").err().unwrap();
+/// assert_eq!(e.message, "missing field `webhook_url`");
+/// ```
 pub fn configure<P: Plugin>(config: &str) -> Result<P, Error> {
     let text = if config.trim().is_empty() {
         "{}"
     } else {
         config
     };
-    let parsed: P::Config = serde_json::from_str(text)
-        .map_err(|e| Error::bad_config(format!("invalid configuration: {e}")))?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    let parsed: P::Config =
+        serde_path_to_error::deserialize(de).map_err(|e| Error::bad_config(config_error(&e)))?;
     P::new(parsed)
+}
+
+/// `` `a.b[0]`: expected an integer, got "x" `` from a deserialization error.
+fn config_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return format!("the configuration is not valid JSON: {inner}");
+    }
+    let mut message = inner.to_string();
+    // serde_json appends the position in the JSON text the host built.
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let message = plain_words(&message);
+    let path = e.path().to_string();
+    if path.is_empty() || path == "." {
+        message
+    } else {
+        format!("`{path}`: {message}")
+    }
+}
+
+/// serde's `invalid type: string "ten", expected u64` as `expected a
+/// non-negative integer, got "ten"`.
+fn plain_words(message: &str) -> String {
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "));
+    let Some((got, expected)) = rest.and_then(|r| r.split_once(", expected ")) else {
+        return message.to_string();
+    };
+    let got = got.strip_prefix("string ").unwrap_or(got);
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a non-negative integer",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        "a map" => "an object",
+        e if e.starts_with("struct ") => "an object",
+        e => e,
+    };
+    format!("expected {expected}, got {got}")
 }
 
 /// Glue used by [`export!`]; not part of the public API.

@@ -13,14 +13,62 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::delivery::{DispatchSettings, Dispatcher, Sender};
-use crate::plugins::{PluginRuntime, RuntimeSettings};
+use crate::plugins::{PluginError, PluginErrorKind, PluginRuntime, RuntimeSettings};
 use crate::registry::{Registry, Snapshot};
 use crate::server;
 use crate::state::AppState;
+use crate::store::{Store, StoreError};
 use crate::telemetry::{self, Metrics};
 
 /// How long `serve` waits for attempts in flight at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// How long `serve` waits for the store's lock held by another process:
+/// right after `kill -9` (a supervisor restarting at once) the dead
+/// router's lock is released only once the kernel has reaped it.
+pub const STORE_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Said at start-up and by `config check` when no account is declared.
+pub const NO_ACCOUNTS: &str = "no [[accounts]] in the configuration: the router starts but every request to /v1/accounts/... is refused (401) and no event can be ingested; declare at least one account (see router.toml)";
+
+/// Opens the store, retrying while another process holds its lock, for up
+/// to `wait` (said once in the log); any other error fails at once.
+async fn open_store_waiting(config: &Config, wait: Duration) -> anyhow::Result<Store> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        match crate::store::open(config) {
+            Ok(store) => {
+                if said {
+                    info!(
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "store lock acquired"
+                    );
+                }
+                return Ok(store);
+            }
+            Err(StoreError::Locked(_)) if started.elapsed() < wait => {
+                if !said {
+                    warn!(
+                        dir = %config.server.data_dir.display(),
+                        wait_s = wait.as_secs(),
+                        "the store is locked by another process (a router still running, or one just killed and not yet reaped); waiting for the lock"
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e @ StoreError::Locked(_)) => {
+                anyhow::bail!(
+                    "{e}: another process still holds the store lock after {} s; stop the other router using {} (or give this one another [server] data_dir)",
+                    wait.as_secs(),
+                    config.server.data_dir.display()
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
 
 pub fn runtime_settings(config: &Config) -> RuntimeSettings {
     RuntimeSettings {
@@ -38,7 +86,11 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let store = crate::store::open(&config)
+    if config.accounts.is_empty() {
+        warn!(file = %config.path.display(), "{NO_ACCOUNTS}");
+    }
+    let store = open_store_waiting(&config, STORE_LOCK_WAIT)
+        .await
         .with_context(|| format!("opening the store in {}", data_dir.display()))?;
 
     let runtime =
@@ -59,14 +111,16 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let api_endpoints = crate::endpoints::load_all(&store).await?;
     let (snap, errors) = Snapshot::build(&config, &api_endpoints, &runtime);
     if !errors.is_empty() {
-        let list: Vec<String> = errors
-            .iter()
-            .map(|(ep, e)| format!("  endpoint {ep}: {e}"))
-            .collect();
+        // One broken endpoint stops start-up (docs/PLUGINS.md, "Life
+        // cycle"): `config check` reports the same lines beforehand.
+        let list = endpoint_errors(&config, &errors);
+        for line in &list {
+            error!("{line}");
+        }
         anyhow::bail!(
-            "{} endpoint(s) cannot load:\n{}",
+            "{} endpoint(s) cannot load:\n  {}",
             errors.len(),
-            list.join("\n")
+            list.join("\n  ")
         );
     }
     let registry = Arc::new(Registry::new(snap));
@@ -136,6 +190,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// One line per endpoint whose plugin chain cannot be bound, saying where
+/// the endpoint is declared (`router.toml:12: endpoints[0] ("crm")`, or
+/// that it was created through the API) and what the plugin said.
+pub fn endpoint_errors(config: &Config, errors: &[(String, PluginError)]) -> Vec<String> {
+    errors
+        .iter()
+        .map(|(name, e)| {
+            let (account, id) = name.split_once('/').unwrap_or(("", name));
+            let location = config.endpoint_location(account, id).unwrap_or_else(|| {
+                format!("endpoint {id:?} of account {account:?} (created through the API)")
+            });
+            match e.kind {
+                PluginErrorKind::BadConfig if e.plugin != "-" => format!(
+                    "{location}: plugin {:?} rejects its config: {}",
+                    e.plugin, e.message
+                ),
+                _ => format!(
+                    "{location}: plugin {:?}: {}: {}",
+                    e.plugin,
+                    e.kind.as_str(),
+                    e.message
+                ),
+            }
+        })
+        .collect()
+}
+
 /// Rebuilds the registry from a new `router.toml`; an invalid file keeps
 /// the running configuration and says why.
 pub async fn reload_config(state: &AppState, path: &Path) {
@@ -159,8 +240,8 @@ pub async fn reload_config(state: &AppState, path: &Path) {
     };
     let (snap, errors) = Snapshot::build(&new, &api_endpoints, &state.runtime);
     if !errors.is_empty() {
-        for (ep, e) in &errors {
-            error!(endpoint = %ep, error = %e, "endpoint cannot load");
+        for line in endpoint_errors(&new, &errors) {
+            error!("endpoint cannot load: {line}");
         }
         error!(
             "router.toml changed but some endpoints cannot load; keeping the running configuration"

@@ -10,13 +10,16 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::policy::guard::{self, UrlPolicy};
+use crate::policy::guard::UrlPolicy;
 use crate::policy::retry::RetrySchedule;
 use crate::signing::{KeygenKey, SecretSet};
 
+pub mod endpoint;
+
 /// Largest `max_in_flight` (an endpoint's concurrent attempts), the same
 /// bound as the API's; far above it the delivery semaphore would panic.
-pub const MAX_IN_FLIGHT: usize = 1024;
+pub use endpoint::MAX_IN_FLIGHT;
+pub use endpoint::{check_id, check_pattern};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -27,6 +30,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub accounts: Vec<Account>,
     pub endpoints: Vec<EndpointSpec>,
+    /// Where each endpoint is declared: (account, id, `12: endpoints[0] ("crm")`).
+    pub endpoint_locations: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,23 +151,6 @@ pub fn pattern_matches(pattern: &str, event_type: &str) -> bool {
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('.')),
         None => pattern == event_type,
-    }
-}
-
-/// Checks a subscription pattern; `Err` says what is wrong.
-pub fn check_pattern(p: &str) -> Result<(), String> {
-    let stars = p.matches('*').count();
-    let ok = !p.is_empty()
-        && p.len() <= 128
-        && (stars == 0 || p == "*" || (stars == 1 && p.ends_with(".*") && p.len() > 2))
-        && p.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "subscription {p:?} is not valid: use \"*\", \"family.*\" or an exact event type such as \"license.created\""
-        ))
     }
 }
 
@@ -431,10 +419,18 @@ impl Config {
         Config::parse(path, &text, &ProcessEnv)
     }
 
-    /// Validates configuration text; `path` only names it in messages and
-    /// anchors relative paths (`data_dir`, `plugins.dir`) — they stay
-    /// relative to the working directory, as users expect from a CLI.
+    /// Validates configuration text; `path` names it in messages and
+    /// anchors relative paths: `data_dir`, `[plugins] dir` and `ca_file`
+    /// are relative to the directory of the config file, not to the
+    /// working directory (so `serve -c /etc/switchyard/router.toml` finds
+    /// its data wherever it is started from; with the default
+    /// `router.toml` in the working directory the two are the same).
     pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let anchored = |p: PathBuf| match base {
+            Some(base) if p.is_relative() => base.join(p),
+            _ => p,
+        };
         let fail = |errors| ConfigErrors {
             path: path.to_path_buf(),
             errors,
@@ -493,10 +489,11 @@ impl Config {
         }
         let server = ServerConfig {
             listen,
-            data_dir: s
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            data_dir: anchored(
+                s.data_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("./data")),
+            ),
             max_body: c.size("server.max_body", &s.max_body, 1 << 20) as usize,
             header_timeout: c.duration(
                 "server.header_timeout",
@@ -531,10 +528,11 @@ impl Config {
         // [plugins]
         let p = &raw.plugins;
         let plugins = PluginsConfig {
-            dir: p
-                .dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            dir: anchored(
+                p.dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("plugins/dist")),
+            ),
             deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
             memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
             max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
@@ -554,7 +552,7 @@ impl Config {
             timeout: c.duration("delivery.timeout", &d.timeout, Duration::from_secs(15)),
             max_in_flight: d.max_in_flight.unwrap_or(32),
             retry_schedule: default_schedule,
-            ca_file: d.ca_file.clone(),
+            ca_file: d.ca_file.clone().map(anchored),
             max_retry_after: c.duration(
                 "delivery.max_retry_after",
                 &d.max_retry_after,
@@ -571,6 +569,9 @@ impl Config {
                 "delivery.max_in_flight",
                 format!("must be 1 to {MAX_IN_FLIGHT}"),
             );
+        }
+        if let Err(m) = endpoint::check_timeout_value(delivery.timeout) {
+            c.err("delivery.timeout", m);
         }
 
         // [[accounts]]
@@ -621,6 +622,7 @@ impl Config {
 
         // [[endpoints]]
         let mut endpoints = Vec::new();
+        let mut locations = Vec::new();
         let mut seen = HashSet::new();
         for (i, e) in raw.endpoints.iter().enumerate() {
             let line = c.line_of(e.span().start);
@@ -639,17 +641,15 @@ impl Config {
                     format!("account {:?} is not declared in [[accounts]]", e.account),
                 );
             }
-            if let Err(msg) = guard::check_url(&e.url, &delivery.policy) {
-                c.err(&loc, format!("url: {msg}"));
+            let field_err = |c: &mut Checker<'_>, fe: endpoint::FieldError| {
+                c.err(&loc, fe.to_string());
+            };
+            if let Err(fe) = endpoint::check_url(&e.url, &delivery.policy) {
+                field_err(&mut c, fe);
             }
             let subscriptions = e.subscriptions.clone().unwrap_or_else(|| vec!["*".into()]);
-            if subscriptions.is_empty() {
-                c.err(&loc, "subscriptions is empty: the endpoint would receive nothing (use [\"*\"] for all)");
-            }
-            for s in &subscriptions {
-                if let Err(msg) = check_pattern(s) {
-                    c.err(&loc, msg);
-                }
+            if let Err(fe) = endpoint::check_subscriptions(&subscriptions) {
+                field_err(&mut c, fe);
             }
             let mut secret_list: Vec<String> = Vec::new();
             if let Some(s) = c.secret(&loc, "secret", &e.secret, &e.secret_env) {
@@ -669,56 +669,59 @@ impl Config {
                 .signatures
                 .clone()
                 .unwrap_or_else(|| vec!["standard".into()]);
-            let mut standard_signature = false;
-            let mut keygen_signature = false;
-            for s in &sigs {
-                match s.as_str() {
-                    "standard" => standard_signature = true,
-                    "keygen" => keygen_signature = true,
-                    other => c.err(&loc, format!("signatures: {other:?} is not a scheme; use \"standard\" and/or \"keygen\"")),
-                }
-            }
-            if standard_signature && secrets.is_empty() {
-                c.err(&loc, "the \"standard\" signature needs `secret` (or `secret_env`/`secrets`): a whsec_… value");
-            }
-            if keygen_signature && account.is_some_and(|a| a.keygen_key.is_none()) {
-                c.err(
-                    &loc,
-                    format!(
-                        "the \"keygen\" signature needs `keygen_signing_key` on account {:?}",
-                        e.account
-                    ),
-                );
+            let (standard_signature, keygen_signature) =
+                match endpoint::check_signatures(&sigs, account.map(|a| a.keygen_key.is_some())) {
+                    Ok(pair) => pair,
+                    Err(fe) => {
+                        field_err(&mut c, fe);
+                        (false, false)
+                    }
+                };
+            if let Err(fe) = endpoint::check_secret_present(
+                standard_signature,
+                !secrets.is_empty() || !secret_list.is_empty(),
+            ) {
+                field_err(&mut c, fe);
             }
             let mut plugins = Vec::new();
             for (j, p) in e.plugins.iter().enumerate() {
                 let config = match &p.config {
-                    None => serde_json::json!({}),
+                    None => None,
                     Some(v) => match serde_json::to_value(v) {
-                        Ok(v) => resolve_env_keys(v, env),
+                        Ok(v) => Some(resolve_env_keys(v, env)),
                         Err(err) => {
                             c.err(&loc, format!("plugins[{j}].config: {err}"));
-                            serde_json::json!({})
+                            None
                         }
                     },
                 };
-                if p.name.is_empty() || p.name.contains(['/', '\\']) {
-                    c.err(&loc, format!("plugins[{j}].name {:?} is not a plugin name (the file stem in the plugins folder)", p.name));
+                if let Err(fe) = endpoint::check_plugin(j, &p.name, config.as_ref()) {
+                    field_err(&mut c, fe);
                 }
                 plugins.push(PluginRef {
                     name: p.name.clone(),
-                    config,
+                    config: config.unwrap_or_else(|| serde_json::json!({})),
                 });
             }
             let retry_schedule = match &e.retry_schedule {
                 None => delivery.retry_schedule.clone(),
-                Some(list) => parse_schedule(&mut c, &format!("{loc}.retry_schedule"), list),
+                Some(list) => endpoint::check_retry_schedule(list).unwrap_or_else(|fe| {
+                    field_err(&mut c, fe);
+                    delivery.retry_schedule.clone()
+                }),
             };
-            let timeout = c.duration(&format!("{loc}.timeout"), &e.timeout, delivery.timeout);
+            let timeout = match &e.timeout {
+                None => delivery.timeout,
+                Some(t) => endpoint::check_timeout(t).unwrap_or_else(|fe| {
+                    field_err(&mut c, fe);
+                    delivery.timeout
+                }),
+            };
             let max_in_flight = e.max_in_flight.unwrap_or(delivery.max_in_flight);
-            if !(1..=MAX_IN_FLIGHT).contains(&max_in_flight) {
-                c.err(&loc, format!("max_in_flight must be 1 to {MAX_IN_FLIGHT}"));
+            if let Err(fe) = endpoint::check_max_in_flight(max_in_flight) {
+                field_err(&mut c, fe);
             }
+            locations.push((e.account.clone(), e.id.clone(), loc.clone()));
             endpoints.push(EndpointSpec {
                 id: e.id.clone(),
                 account: e.account.clone(),
@@ -746,7 +749,17 @@ impl Config {
             delivery,
             accounts,
             endpoints,
+            endpoint_locations: locations,
         })
+    }
+
+    /// Where an endpoint is declared, `router.toml:12: endpoints[0] ("crm")`,
+    /// if it is declared in this file.
+    pub fn endpoint_location(&self, account: &str, id: &str) -> Option<String> {
+        self.endpoint_locations
+            .iter()
+            .find(|(a, i, _)| a == account && i == id)
+            .map(|(_, _, loc)| format!("{}:{loc}", self.path.display()))
     }
 
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -755,30 +768,10 @@ impl Config {
 }
 
 fn parse_schedule(c: &mut Checker<'_>, loc: &str, list: &[String]) -> RetrySchedule {
-    let mut delays = Vec::new();
-    for s in list {
-        match humantime::parse_duration(s) {
-            Ok(d) => delays.push(d),
-            Err(e) => c.err(loc, format!("{s:?} is not a duration ({e})")),
-        }
-    }
-    RetrySchedule::fixed(delays)
-}
-
-/// Ids: 1–64 characters of letters, digits, `-`, `_`, `.`.
-pub fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 64 {
-        return Err("must be 1 to 64 characters".into());
-    }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(format!(
-            "{id:?} may only contain letters, digits, '-', '_' and '.'"
-        ));
-    }
-    Ok(())
+    endpoint::check_retry_schedule(list).unwrap_or_else(|fe| {
+        c.err(loc, fe.message);
+        RetrySchedule::keygen_default()
+    })
 }
 
 /// In plugin configs, a key `foo_env = "VAR"` becomes `foo = <value of VAR>`
@@ -904,6 +897,26 @@ subscriptions = ["lic*"]
         assert_eq!(errs.errors[0].location, "2");
         let errs = Config::parse(Path::new("t.toml"), "[servr]\n", &MapEnv(vec![])).unwrap_err();
         assert!(errs.to_string().contains("servr"));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let text = GOOD.replace("[server]\n", "[server]\ndata_dir = \"var/data\"\n")
+            + "[plugins]\ndir = \"wasm\"\n";
+        let c = Config::parse(Path::new("/etc/switchyard/router.toml"), &text, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("/etc/switchyard/var/data"));
+        assert_eq!(c.plugins.dir, Path::new("/etc/switchyard/wasm"));
+        // Defaults too; absolute paths stay as written.
+        let c = Config::parse(Path::new("conf/router.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("conf/./data"));
+        assert_eq!(c.plugins.dir, Path::new("conf/plugins/dist"));
+        let text = GOOD.replace("[server]\n", "[server]\ndata_dir = \"/srv/data\"\n");
+        let c = Config::parse(Path::new("conf/router.toml"), &text, &env).unwrap();
+        assert_eq!(c.server.data_dir, Path::new("/srv/data"));
+        // A file in the working directory: paths as written.
+        let c = Config::parse(Path::new("router.toml"), GOOD, &env).unwrap();
+        assert_eq!(c.plugins.dir, Path::new("plugins/dist"));
     }
 
     #[test]

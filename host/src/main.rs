@@ -83,6 +83,12 @@ enum PluginCmd {
     Run {
         /// A .wasm path, or a plugin name looked up in --plugins-dir.
         plugin: String,
+        /// The plugin's name in log lines and errors. Default: the name it
+        /// gets in the plugins folder (the file stem; for a Cargo build
+        /// artifact such as target/wasm32-wasip2/release/slack_notify.wasm,
+        /// the crate's name, slack-notify).
+        #[arg(long)]
+        name: Option<String>,
         /// The event, in the ingest API's native form.
         #[arg(long)]
         event: PathBuf,
@@ -178,20 +184,30 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCmd::Check { config }) => return config_check(&config),
         Command::Plugin(PluginCmd::Run {
             plugin,
+            name,
             event,
             config,
             sandbox,
             plugins_dir,
         }) => {
             init_cli_logging();
-            let out = plugins::cli::cli_run(
+            match plugins::cli::cli_run(
                 &plugin,
+                name.as_deref(),
                 &event,
                 config.as_deref(),
                 sandbox.settings(),
                 Some(&plugins_dir),
-            )?;
-            print_json(&out);
+            ) {
+                Ok(out) => print_json(&out),
+                // One JSON line on stdout like a success, the explanation
+                // on stderr, and a failing exit status.
+                Err(e) => {
+                    print_json(&e.to_json());
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Plugin(PluginCmd::Check { path, sandbox }) => {
             init_cli_logging();
@@ -248,41 +264,108 @@ fn init_cli_logging() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,switchyard::plugins=info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(switchyard::telemetry::stderr_colour())
         .with_writer(std::io::stderr)
         .try_init();
 }
 
 fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(c) => {
-            let mut warnings = Vec::new();
-            let dir = &c.plugins.dir;
-            for e in &c.endpoints {
-                for p in &e.plugins {
-                    if !dir.join(format!("{}.wasm", p.name)).is_file() {
-                        warnings.push(format!(
-                            "endpoint {:?} uses plugin {:?}, but {} does not exist yet (deliveries will fail until it does)",
-                            e.id,
-                            p.name,
-                            dir.join(format!("{}.wasm", p.name)).display()
-                        ));
-                    }
-                }
-            }
-            println!(
-                "{}: ok ({} account(s), {} endpoint(s))",
-                path.display(),
-                c.accounts.len(),
-                c.endpoints.len()
-            );
-            for w in warnings {
-                println!("warning: {w}");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+    use switchyard::plugins::{PluginRuntime, suggest};
+    let c = match Config::load(path) {
+        Ok(c) => c,
         Err(e) => {
             eprint!("{e}");
-            Ok(ExitCode::FAILURE)
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut warnings = Vec::new();
+    if c.accounts.is_empty() {
+        warnings.push(switchyard::app::NO_ACCOUNTS.to_string());
+    }
+    // The plugins the endpoints use are loaded and configured as `serve`
+    // will (same sandbox); a configuration a plugin rejects is an error
+    // with the endpoint's line, as `serve` would refuse to start.
+    let dir = &c.plugins.dir;
+    let present: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    let name = p.file_name()?.to_str()?;
+                    (name.ends_with(".wasm") && !name.starts_with('.'))
+                        .then(|| p.file_stem()?.to_str().map(str::to_string))?
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut settings = switchyard::app::runtime_settings(&c);
+    if !c.server.data_dir.is_dir() {
+        // No side effects on a fresh machine: compile without the cache.
+        settings.cache_dir = None;
+    }
+    let runtime = PluginRuntime::new(settings)?;
+    let mut wanted: Vec<&str> = c
+        .endpoints
+        .iter()
+        .flat_map(|e| e.plugins.iter().map(|p| p.name.as_str()))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    for name in wanted {
+        let file = dir.join(format!("{name}.wasm"));
+        if !file.is_file() {
+            let users: Vec<String> = c
+                .endpoints
+                .iter()
+                .filter(|e| e.plugins.iter().any(|p| p.name == name))
+                .map(|e| {
+                    c.endpoint_location(&e.account, &e.id)
+                        .unwrap_or_else(|| e.id.clone())
+                })
+                .collect();
+            let hint = match suggest::nearest(name, present.iter().map(String::as_str)) {
+                Some(n) => format!("; did you mean {n:?}?"),
+                None => String::new(),
+            };
+            warnings.push(format!(
+                "{}: plugin {name:?}: {} does not exist (deliveries fail with not_loaded until it does){hint}",
+                users.join(", "),
+                file.display()
+            ));
+        } else if let Err(e) = runtime.load_file(&file) {
+            warnings.push(format!(
+                "plugin {name:?} ({}) does not load: {}: {} (serve keeps running without it; its deliveries fail with not_loaded)",
+                file.display(),
+                e.kind.as_str(),
+                e.message
+            ));
         }
     }
+    let (_, errors) = switchyard::registry::Snapshot::build(&c, &[], &runtime);
+    if !errors.is_empty() {
+        let lines = switchyard::app::endpoint_errors(&c, &errors);
+        eprintln!(
+            "{} has {} endpoint(s) that cannot load:",
+            path.display(),
+            lines.len()
+        );
+        for l in lines {
+            eprintln!("  {l}");
+        }
+        for w in warnings {
+            eprintln!("warning: {w}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{}: ok ({} account(s), {} endpoint(s))",
+        path.display(),
+        c.accounts.len(),
+        c.endpoints.len()
+    );
+    for w in warnings {
+        println!("warning: {w}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -17,6 +17,7 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_colour())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
@@ -26,6 +27,14 @@ pub fn init_logging(format: LogFormat) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Whether log lines on stderr get ANSI colours: only on a terminal, and
+/// never with `NO_COLOR` set (<https://no-color.org>). `serve 2>log` and
+/// `plugin run 2>&1 | …` write plain text.
+pub fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A Prometheus histogram with fixed buckets (seconds).

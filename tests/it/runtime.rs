@@ -569,6 +569,7 @@ fn cli_run_output_shape() {
     let wasm = artifact("misbehave");
     let out = cli::cli_run(
         wasm.to_str().unwrap(),
+        None,
         &ev,
         Some(r#"{"tag": "cli", "headers": [["X-A", "1"]]}"#),
         settings(),
@@ -592,16 +593,17 @@ fn cli_run_output_shape() {
     let cfg = dir.path().join("cfg.json");
     std::fs::write(&cfg, r#"{"mode": "skip", "tag": "t"}"#).unwrap();
     let at = format!("@{}", cfg.display());
-    let out = cli::cli_run("mb", &ev, Some(&at), settings(), Some(plugins.path())).unwrap();
+    let out = cli::cli_run("mb", None, &ev, Some(&at), settings(), Some(plugins.path())).unwrap();
     assert_eq!(out["outcome"], "skip");
     assert_eq!(out["reason"], "t skipped it");
     assert!(out.get("body").is_none());
 
     // Actionable errors.
-    let e = cli::cli_run("nope", &ev, None, settings(), Some(plugins.path())).unwrap_err();
+    let e = cli::cli_run("nope", None, &ev, None, settings(), Some(plugins.path())).unwrap_err();
     assert!(format!("{e:#}").contains("plugins dir"), "{e:#}");
     let e = cli::cli_run(
         "mb",
+        None,
         &ev,
         Some(r#"{"mode":"reject"}"#),
         settings(),
@@ -614,6 +616,7 @@ fn cli_run_output_shape() {
     );
     let e = cli::cli_run(
         "mb",
+        None,
         &ev,
         Some(r#"{"mode":"loop"}"#),
         settings(),
@@ -623,6 +626,7 @@ fn cli_run_output_shape() {
     assert!(format!("{e:#}").contains("--deadline-ms"), "{e:#}");
     let e = cli::cli_run(
         "mb",
+        None,
         &ev,
         Some(r#"{"mode":"panic"}"#),
         settings(),
@@ -632,6 +636,7 @@ fn cli_run_output_shape() {
     assert!(format!("{e:#}").contains("panicked on purpose"), "{e:#}");
     let e = cli::cli_run(
         "mb",
+        None,
         &ev,
         Some(r#"{"mode":"alloc"}"#),
         RuntimeSettings {
@@ -643,7 +648,7 @@ fn cli_run_output_shape() {
     .unwrap_err();
     assert!(format!("{e:#}").contains("memory cap"), "{e:#}");
     std::fs::write(plugins.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
-    let e = cli::cli_run("core", &ev, None, settings(), Some(plugins.path())).unwrap_err();
+    let e = cli::cli_run("core", None, &ev, None, settings(), Some(plugins.path())).unwrap_err();
     assert!(format!("{e:#}").contains("--target wasm32-wasip2"), "{e:#}");
 
     let check = cli::cli_check(&wasm, settings()).unwrap();

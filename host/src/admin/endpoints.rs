@@ -17,12 +17,11 @@ use uuid::Uuid;
 
 use super::{invalid, param, query, read_json, storage, stored_ms};
 use crate::api::{self, ApiError, Body};
-use crate::config::{EndpointSpec, PluginRef, check_id, check_pattern};
+use crate::config::endpoint::{self as rules, FieldError};
+use crate::config::{EndpointSpec, PluginRef, check_id};
 use crate::delivery::AttemptSummary;
 use crate::delivery::envelope::rfc3339;
 use crate::endpoints::StoredEndpoint;
-use crate::policy::guard;
-use crate::policy::retry::RetrySchedule;
 use crate::registry::LiveEndpoint;
 use crate::signing::{Secret, SecretSet};
 use crate::state::AppState;
@@ -109,17 +108,14 @@ fn data_of(doc: Option<Value>) -> Result<(Option<String>, Attrs), ApiError> {
     Ok((id, attrs))
 }
 
-fn parse_duration(s: &str, pointer: &str) -> Result<Duration, ApiError> {
-    humantime::parse_duration(s).map_err(|e| {
-        invalid(
-            format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\""),
-            pointer,
-        )
-    })
+/// A refused attribute as a 422 with its JSON:API pointer.
+fn field(e: FieldError) -> ApiError {
+    invalid(e.message, &e.field.pointer())
 }
 
-/// Applies attributes to a spec and validates the result (everything but
-/// plugin configs, which binding checks).
+/// Applies attributes to a spec and validates the result with the rules
+/// `router.toml` uses (`config::endpoint`); plugin configs are checked by
+/// binding them.
 fn apply(
     state: &AppState,
     spec: &mut EndpointSpec,
@@ -127,88 +123,35 @@ fn apply(
     creating: bool,
 ) -> Result<(), ApiError> {
     let config = state.config();
-    const P: &str = "/data/attributes";
     if let Some(url) = a.url {
-        guard::check_url(&url, &config.delivery.policy)
-            .map_err(|m| invalid(m, &format!("{P}/url")))?;
+        rules::check_url(&url, &config.delivery.policy).map_err(field)?;
         spec.url = url;
     } else if creating {
         return Err(invalid(
             "is required: the https:// URL deliveries are POSTed to",
-            &format!("{P}/url"),
+            &rules::Field::Url.pointer(),
         ));
     }
     if let Some(subs) = a.subscriptions {
-        if subs.is_empty() {
-            return Err(invalid(
-                "is empty: the endpoint would receive nothing (use [\"*\"] for all)",
-                &format!("{P}/subscriptions"),
-            ));
-        }
-        for (i, s) in subs.iter().enumerate() {
-            check_pattern(s).map_err(|m| invalid(m, &format!("{P}/subscriptions/{i}")))?;
-        }
+        rules::check_subscriptions(&subs).map_err(field)?;
         spec.subscriptions = subs;
     }
     if let Some(plugins) = a.plugins {
         let mut out = Vec::new();
         for (i, p) in plugins.into_iter().enumerate() {
-            if p.name.is_empty() || p.name.len() > 64 || p.name.contains(['/', '\\', '.']) {
-                return Err(invalid(
-                    format!(
-                        "{:?} is not a plugin name (the file stem in the plugins folder)",
-                        p.name
-                    ),
-                    &format!("{P}/plugins/{i}/name"),
-                ));
-            }
-            let config = p.config.unwrap_or_else(|| json!({}));
-            if !config.is_object() {
-                return Err(invalid(
-                    "must be an object",
-                    &format!("{P}/plugins/{i}/config"),
-                ));
-            }
+            rules::check_plugin(i, &p.name, p.config.as_ref()).map_err(field)?;
             out.push(PluginRef {
                 name: p.name,
-                config,
+                config: p.config.unwrap_or_else(|| json!({})),
             });
         }
         spec.plugins = out;
     }
     if let Some(sigs) = a.signatures {
-        let (mut standard, mut keygen) = (false, false);
-        for (i, s) in sigs.iter().enumerate() {
-            match s.as_str() {
-                "standard" => standard = true,
-                "keygen" => keygen = true,
-                other => {
-                    return Err(invalid(
-                        format!("{other:?} is not a scheme; use \"standard\" and/or \"keygen\""),
-                        &format!("{P}/signatures/{i}"),
-                    ));
-                }
-            }
-        }
-        if !standard && !keygen {
-            return Err(invalid(
-                "name at least one scheme: \"standard\" and/or \"keygen\"",
-                &format!("{P}/signatures"),
-            ));
-        }
-        if keygen
-            && config
-                .account(&spec.account)
-                .is_some_and(|acc| acc.keygen_key.is_none())
-        {
-            return Err(invalid(
-                format!(
-                    "the \"keygen\" signature needs `keygen_signing_key` on account {:?} in router.toml",
-                    spec.account
-                ),
-                &format!("{P}/signatures"),
-            ));
-        }
+        let has_key = config
+            .account(&spec.account)
+            .map(|acc| acc.keygen_key.is_some());
+        let (standard, keygen) = rules::check_signatures(&sigs, has_key).map_err(field)?;
         spec.standard_signature = standard;
         spec.keygen_signature = keygen;
     }
@@ -216,43 +159,44 @@ fn apply(
         if !creating {
             return Err(invalid(
                 "secrets change through POST …/actions/rotate-secret",
-                &format!("{P}/secret"),
+                &rules::Field::Secret.pointer(),
             ));
         }
-        let s = Secret::parse(&secret).map_err(|m| invalid(m, &format!("{P}/secret")))?;
+        let s = Secret::parse(&secret).map_err(|m| invalid(m, &rules::Field::Secret.pointer()))?;
         spec.secrets = SecretSet(vec![s]);
     }
+    rules::check_secret_present(spec.standard_signature, !spec.secrets.is_empty())
+        .map_err(field)?;
     if let Some(list) = a.retry_schedule {
-        if list.len() > 50 {
-            return Err(invalid("at most 50 retries", &format!("{P}/retrySchedule")));
-        }
-        let delays = list
-            .iter()
-            .enumerate()
-            .map(|(i, s)| parse_duration(s, &format!("{P}/retrySchedule/{i}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        spec.retry_schedule = RetrySchedule::fixed(delays);
+        spec.retry_schedule = rules::check_retry_schedule(&list).map_err(field)?;
     }
     if let Some(t) = a.timeout {
-        let d = parse_duration(&t, &format!("{P}/timeout"))?;
-        if d.is_zero() || d > Duration::from_secs(300) {
-            return Err(invalid(
-                "must be between 1ms and 5m",
-                &format!("{P}/timeout"),
-            ));
-        }
-        spec.timeout = d;
+        spec.timeout = rules::check_timeout(&t).map_err(field)?;
     }
     if let Some(n) = a.max_in_flight {
-        if !(1..=1024).contains(&n) {
-            return Err(invalid("must be 1 to 1024", &format!("{P}/maxInFlight")));
-        }
+        rules::check_max_in_flight(n).map_err(field)?;
         spec.max_in_flight = n;
     }
     if let Some(e) = a.enabled {
         spec.enabled = e;
     }
     Ok(())
+}
+
+/// One warning per plugin of the endpoint that is not loaded now (accepted:
+/// it may be deployed later), naming the nearest loaded plugin.
+fn plugin_warnings(state: &AppState, spec: &EndpointSpec) -> Vec<String> {
+    let statuses = state.runtime.statuses();
+    let loaded: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.loaded)
+        .map(|s| s.name.as_str())
+        .collect();
+    spec.plugins
+        .iter()
+        .filter(|p| !loaded.contains(&p.name.as_str()))
+        .map(|p| crate::plugins::suggest::not_loaded_warning(&p.name, loaded.iter().copied()))
+        .collect()
 }
 
 /// Binds the plugins (a plugin that rejects its config is a 422 with its
@@ -518,6 +462,10 @@ pub async fn create_doc(
     let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
     body["data"]["attributes"]["secret"] = json!(secret);
     body["meta"] = json!({"secretGenerated": generated, "note": "the secret is shown only now; store it to verify webhook-signature"});
+    let warnings = plugin_warnings(state, &live.spec);
+    if !warnings.is_empty() {
+        body["meta"]["warnings"] = json!(warnings);
+    }
     Ok(body)
 }
 
@@ -597,7 +545,12 @@ pub async fn update_doc(
     }
     state.registry.update(|s| s.with_endpoint(live.clone()));
     state.dispatcher.sync().await;
-    Ok(json!({"data": resource(state, &live, Some(&stored)).await}))
+    let mut body = json!({"data": resource(state, &live, Some(&stored)).await});
+    let warnings = plugin_warnings(state, &live.spec);
+    if !warnings.is_empty() {
+        body["meta"] = json!({"warnings": warnings});
+    }
+    Ok(body)
 }
 
 /// `DELETE …/webhook-endpoints/{id}`: 204. Its pending deliveries are

@@ -35,12 +35,14 @@ impl Dispatcher {
         }
         let id = delivery_id.to_string();
         let ts = now / 1000;
+        // The receivers' dedupe key: sent whatever the signature schemes,
+        // even with none.
+        h.insert(
+            "webhook-id",
+            HeaderValue::from_str(&id).map_err(|e| e.to_string())?,
+        );
         if live.spec.standard_signature {
             let sig = signing::standard_signature(&live.spec.secrets, now, &id, ts, &out.body);
-            h.insert(
-                "webhook-id",
-                HeaderValue::from_str(&id).map_err(|e| e.to_string())?,
-            );
             h.insert("webhook-timestamp", HeaderValue::from(ts));
             h.insert(
                 "webhook-signature",

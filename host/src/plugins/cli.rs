@@ -31,7 +31,7 @@ pub fn explain(e: &PluginError, settings: &RuntimeSettings) -> String {
         PluginErrorKind::BadConfig => {
             format!("{p}: configuration rejected by the plugin: {}", e.message)
         }
-        PluginErrorKind::Trap => format!("{p}: plugin trapped: {}", e.message),
+        PluginErrorKind::Trap => format!("{p}: trap: {}", e.message),
         PluginErrorKind::Deadline => format!(
             "{p}: deadline exceeded: the call ran longer than its CPU deadline of {} ms \
              (raise it with --deadline-ms, or `[plugins] deadline` in router.toml)",
@@ -187,14 +187,93 @@ pub fn outcome_json(outcome: &Outcome, duration_us: u64) -> Value {
     Value::Object(m)
 }
 
-/// `switchyard plugin run`.
+/// Why `plugin run` failed: the plugin's own error (load, configure or
+/// handle), or a problem with the command's inputs.
+#[derive(Debug)]
+pub enum RunError {
+    Plugin {
+        error: PluginError,
+        explained: String,
+    },
+    Input(anyhow::Error),
+}
+
+impl RunError {
+    /// The JSON line `plugin run` prints on stdout when it fails:
+    /// `{"outcome": "error", "kind": …, "plugin": …, "message": …}`; `kind`
+    /// is a plugin error kind (`bad_config`, `trap`, …) or `usage` for a
+    /// bad file or argument.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RunError::Plugin { error, explained } => json!({
+                "outcome": "error",
+                "kind": error.kind.as_str(),
+                "plugin": error.plugin,
+                "message": error.message,
+                "explanation": explained,
+            }),
+            RunError::Input(e) => json!({
+                "outcome": "error",
+                "kind": "usage",
+                "message": format!("{e:#}"),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Plugin { explained, .. } => f.write_str(explained),
+            RunError::Input(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<anyhow::Error> for RunError {
+    fn from(e: anyhow::Error) -> Self {
+        RunError::Input(e)
+    }
+}
+
+/// The name a plugin file runs under: the plugins folder's rule (the file
+/// stem, `slack-notify.wasm` → `slack-notify`), except for a Cargo build
+/// artifact (`<crate>/target/<triple>/<profile>/slack_notify.wasm`, where
+/// Cargo turned the crate's `-` into `_`): that one is named after its
+/// crate, `slack-notify`, the name it gets once copied into the folder as
+/// the tutorial does.
+pub fn run_name(path: &Path) -> String {
+    let stem = super::runtime::plugin_file_name(path).unwrap_or_else(|| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("plugin")
+            .to_string()
+    });
+    crate_name_of_artifact(path, &stem).unwrap_or(stem)
+}
+
+fn crate_name_of_artifact(path: &Path, stem: &str) -> Option<String> {
+    let path = std::path::absolute(path).ok()?;
+    let target = path
+        .ancestors()
+        .skip(1)
+        .take(4)
+        .find(|a| a.file_name().is_some_and(|n| n == "target"))?;
+    let manifest = std::fs::read_to_string(target.parent()?.join("Cargo.toml")).ok()?;
+    let manifest: toml::Table = toml::from_str(&manifest).ok()?;
+    let name = manifest.get("package")?.get("name")?.as_str()?;
+    (name.replace('-', "_") == stem).then(|| name.to_string())
+}
+
+/// `switchyard plugin run`. `name` overrides [`run_name`].
 pub fn cli_run(
     plugin: &str,
+    name: Option<&str>,
     event_file: &Path,
     config: Option<&str>,
     settings: RuntimeSettings,
     plugins_dir: Option<&Path>,
-) -> anyhow::Result<Value> {
+) -> Result<Value, RunError> {
     let path = resolve(plugin, plugins_dir)?;
     let text = std::fs::read_to_string(event_file)
         .with_context(|| format!("cannot read event file {}", event_file.display()))?;
@@ -203,18 +282,21 @@ pub fn cli_run(
     let event = event_from_json(&doc)?;
     let config = read_config(config)?;
     let runtime = PluginRuntime::new(settings.clone())?;
-    let report = runtime
-        .load_file(&path)
-        .map_err(|e| anyhow!(explain(&e, &settings)))?;
-    let binding = runtime
-        .bind(&report.name, &config)
-        .map_err(|e| anyhow!(explain(&e, &settings)))?;
+    let name = name.map_or_else(|| run_name(&path), str::to_string);
+    let plugin_err = |error: PluginError| RunError::Plugin {
+        explained: explain(&error, &settings),
+        error,
+    };
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read plugin file {}", path.display()))?;
+    runtime.load_bytes(&name, &bytes).map_err(plugin_err)?;
+    let binding = runtime.bind(&name, &config).map_err(plugin_err)?;
     let start = Instant::now();
-    let outcome = binding
-        .call(&event)
-        .map_err(|e| anyhow!(explain(&e, &settings)))?;
+    let outcome = binding.call(&event).map_err(plugin_err)?;
     let us = start.elapsed().as_micros() as u64;
-    Ok(outcome_json(&outcome, us))
+    let mut out = outcome_json(&outcome, us);
+    out["plugin"] = json!(name);
+    Ok(out)
 }
 
 /// `switchyard plugin check`.

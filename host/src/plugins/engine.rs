@@ -349,8 +349,8 @@ pub(crate) fn classify(
         );
     }
     let message = match (trap, panic) {
-        (_, Some(p)) => format!("plugin panicked: {p}"),
-        (Some(t), None) => format!("plugin trapped: {t}"),
+        (_, Some(p)) => panic_line(&p),
+        (Some(t), None) => format!("{t}"),
         // Not raised by the guest: instantiation limits, pool exhaustion...
         (None, None) => {
             return PluginError::new(
@@ -361,4 +361,47 @@ pub(crate) fn classify(
         }
     };
     PluginError::new(plugin, PluginErrorKind::Trap, message)
+}
+
+/// One line for a guest panic: Rust's `panicked at src/lib.rs:56:13:\nboom`
+/// becomes `panic at src/lib.rs:56:13: boom` (the error kind, `trap`, is
+/// said beside it). Plugins built with any version of the SDK send the
+/// former through `log`.
+pub(crate) fn panic_line(raw: &str) -> String {
+    let raw = raw.trim();
+    let (location, message) = match raw.strip_prefix("panicked at ") {
+        Some(rest) => match rest.split_once(":\n") {
+            Some((loc, msg)) => (Some(loc), msg),
+            None => (None, rest),
+        },
+        None => (None, raw),
+    };
+    let message = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    match location {
+        Some(loc) => format!("panic at {loc}: {message}"),
+        None => format!("panic: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_line;
+
+    #[test]
+    fn a_panic_is_one_line_with_its_location() {
+        assert_eq!(
+            panic_line("panicked at src/lib.rs:56:13:\nboom"),
+            "panic at src/lib.rs:56:13: boom"
+        );
+        assert_eq!(
+            panic_line("panicked at src/lib.rs:1:2:\nfirst\n\nsecond\n"),
+            "panic at src/lib.rs:1:2: first / second"
+        );
+        assert_eq!(panic_line("boom"), "panic: boom");
+    }
 }

@@ -8,6 +8,7 @@
 //!   (a plugin bound to one configuration, with its warm instance pool);
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
+//! * `suggest` — "did you mean …?" for plugin names that are not loaded;
 //! * `cli` — `switchyard plugin run` / `plugin check`.
 
 mod cache;
@@ -15,6 +16,7 @@ pub mod cli;
 mod engine;
 mod output;
 mod runtime;
+pub mod suggest;
 mod types;
 mod watch;
 

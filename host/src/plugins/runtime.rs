@@ -341,7 +341,17 @@ impl Inner {
         if let Some(cur) = slot.current()
             && cur.sha256 == sha
         {
-            slot.status.lock().unwrap().last_error = None;
+            // The version still serving was put back after a failed load:
+            // nothing to swap, but say that the last error no longer applies.
+            if let Some(previous) = slot.status.lock().unwrap().last_error.take() {
+                tracing::info!(
+                    plugin = name,
+                    sha256 = %sha,
+                    version = cur.number,
+                    previous_error = %previous,
+                    "plugin file is the serving version again; last load error cleared"
+                );
+            }
             return Ok(LoadReport {
                 name: name.to_string(),
                 sha256: sha,

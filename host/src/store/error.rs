@@ -15,6 +15,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is shutting down")]
     Closed,
+    /// Another process holds the store (a router still running, or one
+    /// just killed and not yet reaped): opening may succeed shortly.
+    #[error("the store is locked by another process: {0}")]
+    Locked(String),
     /// The store cannot be opened as configured (newer format, bad path…).
     #[error("{0}")]
     Open(String),

@@ -83,7 +83,15 @@ impl SledStore {
             .flush_every_ms(Some((fsync_every.as_millis() as u64).max(1)))
             .mode(sled::Mode::HighThroughput)
             .open()
-            .map_err(|e| StoreError::Open(format!("opening {}: {e}", dir.display())))?;
+            .map_err(|e| match &e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
+                    StoreError::Locked(format!("{}: {e}", dir.display()))
+                }
+                _ => StoreError::Open(format!("opening {}: {e}", dir.display())),
+            })?;
         let tree = db.open_tree("switchyard").map_err(io)?;
         migrate::migrate(&db, &tree)?;
         let (tx, rx) = mpsc::channel::<Job>(8192);

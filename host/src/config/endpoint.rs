@@ -1,0 +1,319 @@
+//! The one set of rules for a webhook endpoint's attributes, used by both
+//! `router.toml` ([`super::Config::parse`]) and the HTTP API
+//! (`admin/endpoints.rs`), so a value one accepts the other accepts too.
+//!
+//! Each error names its [`Field`]; the caller says where that field is:
+//! `router.toml` prefixes the endpoint's line (`router.toml:12: endpoints[0]
+//! ("crm"): timeout: …`), the API answers a JSON:API error whose pointer is
+//! the attribute (`/data/attributes/timeout`). The rules are listed in
+//! docs/API.md ("Endpoint attributes").
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::policy::guard::{self, UrlPolicy};
+use crate::policy::retry::RetrySchedule;
+
+/// Most `max_in_flight` (an endpoint's concurrent requests).
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Most retries in a `retry_schedule`.
+pub const MAX_RETRIES: usize = 50;
+/// Shortest and longest request `timeout`.
+pub const TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(300));
+
+/// An endpoint attribute (with the index of a list element).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Url,
+    Subscriptions(Option<usize>),
+    Signatures(Option<usize>),
+    Secret,
+    PluginName(usize),
+    PluginConfig(usize),
+    RetrySchedule(Option<usize>),
+    Timeout,
+    MaxInFlight,
+}
+
+impl Field {
+    /// The key as written in `router.toml`: `plugins[0].name`.
+    pub fn toml(&self) -> String {
+        let list = |name: &str, i: &Option<usize>| match i {
+            Some(i) => format!("{name}[{i}]"),
+            None => name.to_string(),
+        };
+        match self {
+            Field::Id => "id".into(),
+            Field::Url => "url".into(),
+            Field::Subscriptions(i) => list("subscriptions", i),
+            Field::Signatures(i) => list("signatures", i),
+            Field::Secret => "secret".into(),
+            Field::PluginName(i) => format!("plugins[{i}].name"),
+            Field::PluginConfig(i) => format!("plugins[{i}].config"),
+            Field::RetrySchedule(i) => list("retry_schedule", i),
+            Field::Timeout => "timeout".into(),
+            Field::MaxInFlight => "max_in_flight".into(),
+        }
+    }
+
+    /// The JSON:API pointer of the attribute: `/data/attributes/plugins/0/name`.
+    pub fn pointer(&self) -> String {
+        const P: &str = "/data/attributes";
+        let list = |name: &str, i: &Option<usize>| match i {
+            Some(i) => format!("{P}/{name}/{i}"),
+            None => format!("{P}/{name}"),
+        };
+        match self {
+            Field::Id => "/data/id".into(),
+            Field::Url => format!("{P}/url"),
+            Field::Subscriptions(i) => list("subscriptions", i),
+            Field::Signatures(i) => list("signatures", i),
+            Field::Secret => format!("{P}/secret"),
+            Field::PluginName(i) => format!("{P}/plugins/{i}/name"),
+            Field::PluginConfig(i) => format!("{P}/plugins/{i}/config"),
+            Field::RetrySchedule(i) => list("retrySchedule", i),
+            Field::Timeout => format!("{P}/timeout"),
+            Field::MaxInFlight => format!("{P}/maxInFlight"),
+        }
+    }
+}
+
+/// One refused attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: Field,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: Field, message: impl Into<String>) -> Self {
+        FieldError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field.toml(), self.message)
+    }
+}
+
+/// Ids of accounts and endpoints: 1–64 letters, digits, `-`, `_`, `.`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(format!(
+            "{id:?} may only contain letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+/// A plugin name as an endpoint refers to it (the file stem in the plugins
+/// folder): 1–64 letters, digits, `-`, `_`, `.`, not starting with `.`
+/// (the folder ignores dotfiles).
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a plugin name: 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' (the file stem in the plugins folder, e.g. \"event-filter\" for event-filter.wasm)"
+        ))
+    }
+}
+
+/// `*`, `family.*` or an exact event type.
+pub fn check_pattern(p: &str) -> Result<(), String> {
+    let stars = p.matches('*').count();
+    let ok = !p.is_empty()
+        && p.len() <= 128
+        && (stars == 0 || p == "*" || (stars == 1 && p.ends_with(".*") && p.len() > 2))
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '*'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "subscription {p:?} is not valid: use \"*\", \"family.*\" or an exact event type such as \"license.created\""
+        ))
+    }
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"15s\", \"5m\", \"2h\""))
+}
+
+pub fn check_url(url: &str, policy: &UrlPolicy) -> Result<(), FieldError> {
+    guard::check_url(url, policy)
+        .map(|_| ())
+        .map_err(|m| FieldError::new(Field::Url, m))
+}
+
+pub fn check_subscriptions(subs: &[String]) -> Result<(), FieldError> {
+    if subs.is_empty() {
+        return Err(FieldError::new(
+            Field::Subscriptions(None),
+            "is empty: the endpoint would receive nothing (use [\"*\"] for all)",
+        ));
+    }
+    for (i, s) in subs.iter().enumerate() {
+        check_pattern(s).map_err(|m| FieldError::new(Field::Subscriptions(Some(i)), m))?;
+    }
+    Ok(())
+}
+
+/// The signature schemes: `(standard, keygen)`. An empty list is allowed
+/// (unsigned deliveries, e.g. to a chat webhook that verifies nothing);
+/// `webhook-id` is sent either way. `has_keygen_key`: whether the account
+/// has a `keygen_signing_key` (`None`: unknown account, reported elsewhere).
+pub fn check_signatures(
+    sigs: &[String],
+    has_keygen_key: Option<bool>,
+) -> Result<(bool, bool), FieldError> {
+    let (mut standard, mut keygen) = (false, false);
+    for (i, s) in sigs.iter().enumerate() {
+        match s.as_str() {
+            "standard" => standard = true,
+            "keygen" => keygen = true,
+            other => {
+                return Err(FieldError::new(
+                    Field::Signatures(Some(i)),
+                    format!(
+                        "{other:?} is not a scheme; use \"standard\" and/or \"keygen\", or [] for unsigned deliveries"
+                    ),
+                ));
+            }
+        }
+    }
+    if keygen && has_keygen_key == Some(false) {
+        return Err(FieldError::new(
+            Field::Signatures(None),
+            "the \"keygen\" signature needs `keygen_signing_key` on the account in router.toml",
+        ));
+    }
+    Ok((standard, keygen))
+}
+
+/// The "standard" signature needs a secret.
+pub fn check_secret_present(standard: bool, has_secret: bool) -> Result<(), FieldError> {
+    if standard && !has_secret {
+        return Err(FieldError::new(
+            Field::Secret,
+            "the \"standard\" signature needs `secret` (or `secret_env`/`secrets`): a whsec_… value",
+        ));
+    }
+    Ok(())
+}
+
+/// A plugin reference: its name, and a config that must be a JSON object
+/// (`None`: `{}`).
+pub fn check_plugin(i: usize, name: &str, config: Option<&Value>) -> Result<(), FieldError> {
+    check_plugin_name(name).map_err(|m| FieldError::new(Field::PluginName(i), m))?;
+    if config.is_some_and(|c| !c.is_object()) {
+        return Err(FieldError::new(
+            Field::PluginConfig(i),
+            "must be an object (a table in router.toml)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_retry_schedule(list: &[String]) -> Result<RetrySchedule, FieldError> {
+    if list.len() > MAX_RETRIES {
+        return Err(FieldError::new(
+            Field::RetrySchedule(None),
+            format!("at most {MAX_RETRIES} retries (got {})", list.len()),
+        ));
+    }
+    let delays = list
+        .iter()
+        .enumerate()
+        .map(|(i, s)| duration(s).map_err(|m| FieldError::new(Field::RetrySchedule(Some(i)), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RetrySchedule::fixed(delays))
+}
+
+pub fn check_timeout(s: &str) -> Result<Duration, FieldError> {
+    let d = duration(s).map_err(|m| FieldError::new(Field::Timeout, m))?;
+    check_timeout_value(d).map_err(|m| FieldError::new(Field::Timeout, m))?;
+    Ok(d)
+}
+
+/// The bound of a request timeout (also `[delivery] timeout`).
+pub fn check_timeout_value(d: Duration) -> Result<(), String> {
+    if d < TIMEOUT_RANGE.0 || d > TIMEOUT_RANGE.1 {
+        return Err(format!(
+            "{} is out of range: must be between 1ms and 5m",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_max_in_flight(n: usize) -> Result<(), FieldError> {
+    if !(1..=MAX_IN_FLIGHT).contains(&n) {
+        return Err(FieldError::new(
+            Field::MaxInFlight,
+            format!("must be 1 to {MAX_IN_FLIGHT} (got {n})"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_name_their_key_and_pointer() {
+        assert_eq!(Field::PluginName(2).toml(), "plugins[2].name");
+        assert_eq!(
+            Field::PluginName(2).pointer(),
+            "/data/attributes/plugins/2/name"
+        );
+        assert_eq!(Field::RetrySchedule(Some(1)).toml(), "retry_schedule[1]");
+        assert_eq!(
+            Field::RetrySchedule(Some(1)).pointer(),
+            "/data/attributes/retrySchedule/1"
+        );
+        assert_eq!(Field::MaxInFlight.pointer(), "/data/attributes/maxInFlight");
+    }
+
+    #[test]
+    fn one_rule_per_field() {
+        assert!(check_plugin_name("slack-notify").is_ok());
+        assert!(check_plugin_name("acme.filter").is_ok());
+        for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65)] {
+            assert!(check_plugin_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_signatures(&[], Some(true)), Ok((false, false)));
+        assert!(check_signatures(&["keygen".into()], Some(false)).is_err());
+        assert!(check_signatures(&["hmac".into()], Some(true)).is_err());
+        assert!(check_timeout("0s").is_err());
+        assert!(check_timeout("6m").is_err());
+        assert_eq!(check_timeout("5m").unwrap(), Duration::from_secs(300));
+        let many: Vec<String> = (0..51).map(|_| "1s".to_string()).collect();
+        assert!(check_retry_schedule(&many).is_err());
+        assert!(check_retry_schedule(&many[..50]).is_ok());
+        assert!(check_max_in_flight(0).is_err());
+        assert!(check_max_in_flight(1025).is_err());
+        assert!(check_plugin(0, "p", Some(&serde_json::json!(5))).is_err());
+    }
+}
