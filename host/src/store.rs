@@ -16,6 +16,10 @@
 //! - `i/<account>\0<key>` → [`IdemRecord`]
 //! - `n/<account>\0<endpoint-id>` → endpoint created through the API
 //! - `x/<endpoint-uid>` → [`EndpointState`]
+//! - `s/<account>\0<event>` → [`ScheduleRecord`] — only events ingested
+//!   with `deliver_at`/`deliver_in`/`schedule_key` (scheduled events)
+//! - `k/<account>\0<schedule-key>` → the event id (16 bytes) last
+//!   scheduled under that key
 //! - `v/format` → the layout's version ([`FORMAT`]); older stores are
 //!   migrated when opened
 
@@ -172,6 +176,8 @@ pub enum DeliveryStatus {
     Filtered,
     /// The endpoint was disabled (410 Gone, too many failures, or by hand).
     Disabled,
+    /// A scheduled event was cancelled (or replaced) before it was due.
+    Cancelled,
 }
 
 impl DeliveryStatus {
@@ -183,6 +189,7 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Filtered => "filtered",
             DeliveryStatus::Disabled => "disabled",
+            DeliveryStatus::Cancelled => "cancelled",
         }
     }
 
@@ -194,6 +201,7 @@ impl DeliveryStatus {
             "failed" => DeliveryStatus::Failed,
             "filtered" => DeliveryStatus::Filtered,
             "disabled" => DeliveryStatus::Disabled,
+            "cancelled" => DeliveryStatus::Cancelled,
             _ => return None,
         })
     }
@@ -256,6 +264,70 @@ pub struct EndpointState {
     pub last_error: Option<String>,
 }
 
+// ---- scheduled events (issue #12) ------------------------------------
+
+/// A scheduled event: when its deliveries are due, under which key, and
+/// whether it was cancelled. Stored under `s/<account>\0<event>` in the
+/// same batch as the event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub due_ms: i64,
+    pub key: Option<String>,
+    pub cancelled_ms: Option<i64>,
+    /// The event that took its key while it was pending (it was replaced).
+    pub replaced_by: Option<[u8; 16]>,
+}
+
+impl ScheduleRecord {
+    /// `scheduled` (not yet due), `cancelled`, or `None` once due.
+    pub fn status(&self, now: i64) -> Option<&'static str> {
+        if self.cancelled_ms.is_some() {
+            Some("cancelled")
+        } else if self.due_ms > now {
+            Some("scheduled")
+        } else {
+            None
+        }
+    }
+}
+
+/// When an ingested event is due, and the key that may move or cancel it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Unix ms, already clamped by the caller (a past time means now).
+    pub due_ms: i64,
+    pub key: Option<String>,
+}
+
+/// A scheduled event can be replaced or cancelled until this long before
+/// it is due; after that its deliveries may already be taken by the
+/// dispatcher, which must not race a cancellation.
+pub const CANCEL_MARGIN_MS: i64 = 250;
+
+/// What a cancellation (or a replacement by key) cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    pub event: Uuid,
+    pub due_ms: i64,
+    pub key: Option<String>,
+    /// Deliveries taken out of the due index.
+    pub deliveries: usize,
+}
+
+/// Which pending scheduled event to cancel.
+#[derive(Debug, Clone)]
+pub enum CancelTarget {
+    Key(String),
+    Event(Uuid),
+}
+
+/// A scheduled event written earlier in the writer's current group (not
+/// yet readable from the tree).
+struct GroupScheduled {
+    record: ScheduleRecord,
+    deliveries: Vec<(Uuid, String)>,
+}
+
 /// A request to store one event and its deliveries.
 #[derive(Debug)]
 pub struct NewEvent {
@@ -273,6 +345,8 @@ pub struct Committed {
     pub id: Uuid,
     /// The key had been seen: nothing new was stored and `id` is the first event's.
     pub duplicate: bool,
+    /// The pending scheduled event this one replaced (same `schedule_key`).
+    pub replaced: Option<Cancelled>,
 }
 
 /// Work for the writer thread.
@@ -282,7 +356,14 @@ enum Job {
     Ingest(
         NewEvent,
         Vec<u8>,
+        Option<Schedule>,
         oneshot::Sender<Result<Committed, String>>,
+    ),
+    /// Cancel a pending scheduled event (flushed before the answer).
+    Cancel(
+        String,
+        CancelTarget,
+        oneshot::Sender<Result<Option<Cancelled>, String>>,
     ),
     /// Apply the writes of a finished attempt (no flush needed).
     Ops(Ops, oneshot::Sender<Result<(), String>>),
@@ -394,6 +475,18 @@ pub mod keys {
     pub fn endpoint_state(ep: Uuid) -> Vec<u8> {
         [b"x/".as_slice(), ep.as_bytes()].concat()
     }
+    pub fn schedule(account: &str, event: Uuid) -> Vec<u8> {
+        [
+            b"s/".as_slice(),
+            account.as_bytes(),
+            b"\0",
+            event.as_bytes(),
+        ]
+        .concat()
+    }
+    pub fn schedule_key(account: &str, key: &str) -> Vec<u8> {
+        [b"k/".as_slice(), account.as_bytes(), b"\0", key.as_bytes()].concat()
+    }
 }
 
 fn uuid_at(bytes: &[u8], at: usize) -> Uuid {
@@ -492,14 +585,51 @@ impl Store {
     /// Stores an event and its deliveries durably (one batch, flushed),
     /// or finds it already stored under the same idempotency key.
     pub async fn commit(&self, event: NewEvent) -> Result<Committed, String> {
+        self.commit_scheduled(event, None).await
+    }
+
+    /// [`Store::commit`] with a schedule: the deliveries are due at
+    /// `schedule.due_ms`, and a pending scheduled event of the same account
+    /// under the same key is cancelled in the same batch (`replaced`).
+    pub async fn commit_scheduled(
+        &self,
+        event: NewEvent,
+        schedule: Option<Schedule>,
+    ) -> Result<Committed, String> {
         let (tx, rx) = oneshot::channel();
         let record = enc(&event.record);
         self.writer
-            .send(Job::Ingest(event, record, tx))
+            .send(Job::Ingest(event, record, schedule, tx))
             .await
             .map_err(|_| "the store is shutting down".to_string())?;
         rx.await
             .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// Cancels a pending scheduled event of `account` (by key or id),
+    /// durably; `None` when there is none (unknown, already due, or
+    /// already cancelled).
+    pub async fn cancel_scheduled(
+        &self,
+        account: &str,
+        target: CancelTarget,
+    ) -> Result<Option<Cancelled>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Job::Cancel(account.to_string(), target, tx))
+            .await
+            .map_err(|_| "the store is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "the store writer stopped".to_string())?
+    }
+
+    /// The schedule of a scheduled event (`None` for ordinary events).
+    pub fn schedule(
+        &self,
+        account: &str,
+        event: Uuid,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.get(&keys::schedule(account, event))
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -751,6 +881,7 @@ impl Store {
                 }
                 batch.remove(keys::delivery(event, *ep));
             }
+            batch.remove(keys::schedule(account, event));
             batch.remove(k);
             self.tree.apply_batch(batch)?;
             deleted += 1;
@@ -891,13 +1022,15 @@ fn writer_loop(
         }
         let now = now_ms();
         let mut batch = sled::Batch::default();
-        let mut answers: Vec<Option<Result<Committed, String>>> = Vec::with_capacity(group.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         let mut needs_flush = false;
         // Keys claimed earlier in this same group.
         let mut claimed: std::collections::HashMap<Vec<u8>, Uuid> =
             std::collections::HashMap::new();
+        // Scheduled events and schedule keys written earlier in this group.
+        let mut sched = GroupSchedule::default();
         for job in &mut group {
-            let (ev, record) = match job {
+            let (ev, record, schedule) = match job {
                 Job::Ops(ops, _) => {
                     for (k, v) in ops.drain(..) {
                         match v {
@@ -905,30 +1038,46 @@ fn writer_loop(
                             None => batch.remove(k),
                         }
                     }
-                    answers.push(None);
+                    answers.push(Answer::None);
                     continue;
                 }
-                Job::Ingest(ev, record, _) => (ev, record),
+                Job::Cancel(account, target, _) => {
+                    needs_flush = true;
+                    let event = match target {
+                        CancelTarget::Key(k) => sched.key_event(&tree, account, k),
+                        CancelTarget::Event(id) => Ok(Some(*id)),
+                    };
+                    let r = event.and_then(|e| match e {
+                        None => Ok(None),
+                        Some(e) => sched.cancel(&tree, &mut batch, account, e, None),
+                    });
+                    answers.push(Answer::Cancel(r));
+                    continue;
+                }
+                Job::Ingest(ev, record, schedule, _) => (ev, record, schedule),
             };
             // Every ingest answer waits for a flush, duplicates too: the
             // first copy may still be unflushed (its own flush failed, e.g.
             // disk full, and was answered 503), and a 202 must mean "on disk".
             needs_flush = true;
+            let mut idem_claim = None;
             if let Some(key) = &ev.idempotency_key {
                 let ik = keys::idem(&ev.record.account, key);
                 if let Some(first) = claimed.get(&ik) {
-                    answers.push(Some(Ok(Committed {
+                    answers.push(Answer::Commit(Ok(Committed {
                         id: *first,
                         duplicate: true,
+                        replaced: None,
                     })));
                     continue;
                 }
                 match tree.get(&ik) {
                     Ok(Some(v)) => match postcard::from_bytes::<IdemRecord>(&v) {
                         Ok(r) if now - r.at_ms < IDEMPOTENCY_WINDOW_MS => {
-                            answers.push(Some(Ok(Committed {
+                            answers.push(Answer::Commit(Ok(Committed {
                                 id: Uuid::from_bytes(r.event),
                                 duplicate: true,
+                                replaced: None,
                             })));
                             continue;
                         }
@@ -936,10 +1085,35 @@ fn writer_loop(
                     },
                     Ok(None) => {}
                     Err(e) => {
-                        answers.push(Some(Err(format!("storage error: {e}"))));
+                        answers.push(Answer::Commit(Err(format!("storage error: {e}"))));
                         continue;
                     }
                 }
+                idem_claim = Some(ik);
+            }
+            // A schedule key: the pending event under it is cancelled in
+            // this same batch, and the key moves to the new event.
+            let mut replaced = None;
+            if let Some(Schedule { key: Some(key), .. }) = schedule.as_ref() {
+                let account = &ev.record.account;
+                let r = sched
+                    .key_event(&tree, account, key)
+                    .and_then(|old| match old {
+                        Some(old) => sched.cancel(&tree, &mut batch, account, old, Some(ev.id)),
+                        None => Ok(None),
+                    });
+                match r {
+                    Ok(c) => replaced = c,
+                    Err(e) => {
+                        answers.push(Answer::Commit(Err(e)));
+                        continue;
+                    }
+                }
+                let kk = keys::schedule_key(account, key);
+                batch.insert(kk.clone(), ev.id.as_bytes().to_vec());
+                sched.keys.insert(kk, ev.id);
+            }
+            if let Some(ik) = idem_claim {
                 batch.insert(
                     ik.clone(),
                     enc(&IdemRecord {
@@ -953,7 +1127,26 @@ fn writer_loop(
                 keys::event(&ev.record.account, ev.id),
                 std::mem::take(record),
             );
-            let due_ms = initial_due_ms(ev.id, ev.record.created_ms);
+            let due_ms = match schedule.as_ref() {
+                Some(s) => s.due_ms.max(0),
+                None => initial_due_ms(ev.id, ev.record.created_ms),
+            };
+            if let Some(s) = schedule.take() {
+                let rec = ScheduleRecord {
+                    due_ms,
+                    key: s.key,
+                    cancelled_ms: None,
+                    replaced_by: None,
+                };
+                batch.insert(keys::schedule(&ev.record.account, ev.id), enc(&rec));
+                sched.events.insert(
+                    ev.id,
+                    GroupScheduled {
+                        record: rec,
+                        deliveries: ev.deliveries.clone(),
+                    },
+                );
+            }
             for (uid, endpoint) in &ev.deliveries {
                 let rec = DeliveryRecord {
                     account: ev.record.account.clone(),
@@ -970,9 +1163,10 @@ fn writer_loop(
                 batch.insert(keys::due(*uid, due_ms, ev.id), &[] as &[u8]);
                 batch.insert(keys::delivery(ev.id, *uid), enc(&rec));
             }
-            answers.push(Some(Ok(Committed {
+            answers.push(Answer::Commit(Ok(Committed {
                 id: ev.id,
                 duplicate: false,
+                replaced,
             })));
         }
         let started = std::time::Instant::now();
@@ -1002,18 +1196,169 @@ fn writer_loop(
                 (Job::Ops(_, reply), _) => {
                     let _ = reply.send(result.clone());
                 }
-                (Job::Ingest(_, _, reply), Some(answer)) => {
+                (Job::Ingest(_, _, _, reply), Answer::Commit(answer)) => {
                     let answer = match (&result, answer) {
                         (Err(e), Ok(_)) => Err(e.clone()),
                         (_, a) => a,
                     };
                     let _ = reply.send(answer);
                 }
-                (Job::Ingest(_, _, reply), None) => {
+                (Job::Cancel(_, _, reply), Answer::Cancel(answer)) => {
+                    let answer = match (&result, answer) {
+                        (Err(e), Ok(_)) => Err(e.clone()),
+                        (_, a) => a,
+                    };
+                    let _ = reply.send(answer);
+                }
+                (Job::Ingest(_, _, _, reply), _) => {
+                    let _ = reply.send(Err("internal: no answer".into()));
+                }
+                (Job::Cancel(_, _, reply), _) => {
                     let _ = reply.send(Err("internal: no answer".into()));
                 }
             }
         }
+    }
+}
+
+/// The answer the writer owes one job of its group.
+enum Answer {
+    None,
+    Commit(Result<Committed, String>),
+    Cancel(Result<Option<Cancelled>, String>),
+}
+
+/// The writer's view of scheduled events during one group: what earlier
+/// jobs of the group wrote (not yet readable from the tree) over the tree.
+#[derive(Default)]
+struct GroupSchedule {
+    events: std::collections::HashMap<Uuid, GroupScheduled>,
+    /// `k/` keys written in this group → event.
+    keys: std::collections::HashMap<Vec<u8>, Uuid>,
+}
+
+impl GroupSchedule {
+    /// The event last scheduled under `key`.
+    fn key_event(
+        &self,
+        tree: &sled::Tree,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<Uuid>, String> {
+        let kk = keys::schedule_key(account, key);
+        if let Some(e) = self.keys.get(&kk) {
+            return Ok(Some(*e));
+        }
+        match tree.get(&kk) {
+            Ok(Some(v)) if v.len() == 16 => Ok(Some(uuid_at(&v, 0))),
+            Ok(_) => Ok(None),
+            Err(e) => Err(format!("storage error: {e}")),
+        }
+    }
+
+    /// Cancels `event` if it is a pending scheduled event of `account` (not
+    /// cancelled, due more than [`CANCEL_MARGIN_MS`] from now): its due
+    /// entries leave the index, its deliveries become `cancelled`, its
+    /// schedule records when (and by which event, if replaced). All in
+    /// `batch`.
+    fn cancel(
+        &mut self,
+        tree: &sled::Tree,
+        batch: &mut sled::Batch,
+        account: &str,
+        event: Uuid,
+        replaced_by: Option<Uuid>,
+    ) -> Result<Option<Cancelled>, String> {
+        let err = |e: &dyn std::fmt::Display| format!("storage error: {e}");
+        let now = now_ms();
+        let reason = match replaced_by {
+            Some(by) => format!("replaced by event {by} (same schedule_key)"),
+            None => "cancelled".to_string(),
+        };
+        let cancelled_record = |account: &str, endpoint: &str, mut d: DeliveryRecord| {
+            d.account = account.to_string();
+            d.endpoint = endpoint.to_string();
+            d.status = DeliveryStatus::Cancelled;
+            d.due_ms = None;
+            d.updated_ms = now;
+            d.reason = Some(reason.clone());
+            d.output = None;
+            d
+        };
+        let (mut rec, from_group) = match self.events.get(&event) {
+            Some(g) => (g.record.clone(), true),
+            None => match tree.get(keys::schedule(account, event)) {
+                Ok(Some(v)) => (
+                    postcard::from_bytes::<ScheduleRecord>(&v).map_err(|e| err(&e))?,
+                    false,
+                ),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(err(&e)),
+            },
+        };
+        if rec.cancelled_ms.is_some() || rec.due_ms <= now + CANCEL_MARGIN_MS {
+            return Ok(None);
+        }
+        let mut n = 0;
+        if from_group {
+            let g = &self.events[&event];
+            for (uid, endpoint) in &g.deliveries {
+                let fresh = DeliveryRecord {
+                    account: String::new(),
+                    endpoint: String::new(),
+                    status: DeliveryStatus::Delivering,
+                    attempts: 0,
+                    due_ms: None,
+                    last_status: None,
+                    last_error: None,
+                    updated_ms: now,
+                    reason: None,
+                    output: None,
+                };
+                batch.remove(keys::due(*uid, rec.due_ms, event));
+                batch.insert(
+                    keys::delivery(event, *uid),
+                    enc(&cancelled_record(account, endpoint, fresh)),
+                );
+                n += 1;
+            }
+        } else {
+            for kv in tree.scan_prefix(keys::delivery_prefix(event)) {
+                let (k, v) = kv.map_err(|e| err(&e))?;
+                let uid = uuid_at(&k, 2 + 16);
+                let d: DeliveryRecord = postcard::from_bytes(&v).map_err(|e| err(&e))?;
+                if d.status.is_final() {
+                    continue;
+                }
+                if let Some(due) = d.due_ms {
+                    batch.remove(keys::due(uid, due, event));
+                }
+                let (acct, endpoint) = (d.account.clone(), d.endpoint.clone());
+                batch.insert(k, enc(&cancelled_record(&acct, &endpoint, d)));
+                n += 1;
+            }
+        }
+        rec.cancelled_ms = Some(now);
+        rec.replaced_by = replaced_by.map(|u| *u.as_bytes());
+        batch.insert(keys::schedule(account, event), enc(&rec));
+        let deliveries = self
+            .events
+            .remove(&event)
+            .map(|g| g.deliveries)
+            .unwrap_or_default();
+        self.events.insert(
+            event,
+            GroupScheduled {
+                record: rec.clone(),
+                deliveries,
+            },
+        );
+        Ok(Some(Cancelled {
+            event,
+            due_ms: rec.due_ms,
+            key: rec.key,
+            deliveries: n,
+        }))
     }
 }
 
@@ -1065,6 +1410,162 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(store.list_events("acct", None, 10).unwrap(), vec![a.id]);
         assert_eq!(store.deliveries_of(a.id).unwrap().len(), 1);
+    }
+
+    fn sched(due_ms: i64, key: &str) -> Option<Schedule> {
+        Some(Schedule {
+            due_ms,
+            key: Some(key.into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn scheduled_events_wait_in_the_due_index_and_move_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, std::time::Duration::from_millis(50)).unwrap();
+        let ep = Uuid::new_v4();
+        let now = now_ms();
+        let first = store
+            .commit_scheduled(
+                new_event("acct", None, &[(ep, "crm")]),
+                sched(now + 10_000, "lic:1"),
+            )
+            .await
+            .unwrap();
+        assert!(first.replaced.is_none());
+        assert!(store.due(ep, now_ms(), 10, |_| false).unwrap().is_empty());
+        assert_eq!(store.due(ep, now + 10_000, 10, |_| false).unwrap().len(), 1);
+        let s = store.schedule("acct", first.id).unwrap().unwrap();
+        assert_eq!((s.due_ms, s.status(now)), (now + 10_000, Some("scheduled")));
+        // Same key, same account: the first is cancelled in the same batch.
+        let second = store
+            .commit_scheduled(
+                new_event("acct", None, &[(ep, "crm")]),
+                sched(now + 20_000, "lic:1"),
+            )
+            .await
+            .unwrap();
+        let replaced = second.replaced.unwrap();
+        assert_eq!((replaced.event, replaced.deliveries), (first.id, 1));
+        let due = store.due(ep, now + 60_000, 10, |_| false).unwrap();
+        assert_eq!(
+            due,
+            vec![Due {
+                event: second.id,
+                due_ms: now + 20_000
+            }]
+        );
+        let d = store.delivery(first.id, ep).unwrap().unwrap();
+        assert_eq!((d.status, d.due_ms), (DeliveryStatus::Cancelled, None));
+        let s = store.schedule("acct", first.id).unwrap().unwrap();
+        assert_eq!(s.status(now), Some("cancelled"));
+        assert_eq!(s.replaced_by, Some(*second.id.as_bytes()));
+        // The same key in another account is another key.
+        let other = store
+            .commit_scheduled(
+                new_event("other", None, &[(ep, "crm")]),
+                sched(now + 30_000, "lic:1"),
+            )
+            .await
+            .unwrap();
+        assert!(other.replaced.is_none());
+        // Cancel by key: once.
+        let c = store
+            .cancel_scheduled("acct", CancelTarget::Key("lic:1".into()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.event, second.id);
+        assert!(
+            store
+                .cancel_scheduled("acct", CancelTarget::Key("lic:1".into()))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let due = store.due(ep, now + 60_000, 10, |_| false).unwrap();
+        assert_eq!(
+            due,
+            vec![Due {
+                event: other.id,
+                due_ms: now + 30_000
+            }]
+        );
+        // Cancel by id; another account's id finds nothing.
+        assert!(
+            store
+                .cancel_scheduled("acct", CancelTarget::Event(other.id))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .cancel_scheduled("other", CancelTarget::Event(other.id))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Due (within the margin): no longer cancellable, nor replaced.
+        let soon = store
+            .commit_scheduled(
+                new_event("acct", None, &[(ep, "crm")]),
+                sched(now_ms() + 100, "lic:2"),
+            )
+            .await
+            .unwrap();
+        assert!(
+            store
+                .cancel_scheduled("acct", CancelTarget::Event(soon.id))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let after = store
+            .commit_scheduled(
+                new_event("acct", None, &[(ep, "crm")]),
+                sched(now_ms() + 5000, "lic:2"),
+            )
+            .await
+            .unwrap();
+        assert!(after.replaced.is_none());
+    }
+
+    #[tokio::test]
+    async fn replacements_within_one_group_leave_one_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, std::time::Duration::from_millis(50)).unwrap();
+        let ep = Uuid::new_v4();
+        let now = now_ms();
+        let commits = (0..20).map(|i| {
+            let s = store.clone();
+            async move {
+                s.commit_scheduled(
+                    new_event("acct", None, &[(ep, "crm")]),
+                    sched(now + 10_000 + i, "k"),
+                )
+                .await
+                .unwrap()
+            }
+        });
+        let all = futures_join(commits).await;
+        let replaced = all.iter().filter(|c| c.replaced.is_some()).count();
+        assert_eq!(replaced, 19);
+        let due = store.due(ep, now + 60_000, 100, |_| false).unwrap();
+        assert_eq!(due.len(), 1, "{due:?}");
+    }
+
+    async fn futures_join<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output>
+    where
+        F: Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = fs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.unwrap());
+        }
+        out
     }
 
     #[tokio::test]
