@@ -14,3 +14,4 @@ mod fuzz_props;
 mod keygen_source;
 mod reliability;
 mod runtime;
+mod scheduled;
