@@ -76,7 +76,14 @@ pub async fn route(
                 (&M::POST, ["webhook-events", id, "actions", "retry"]) => {
                     events::retry(state, &req, &account, id).await
                 }
-                (_, ["webhook-events", _, "actions", "retry"]) => {
+                (&M::POST, ["webhook-events", id, "actions", "cancel"]) => {
+                    crate::schedule::cancel_event(state, &account, id).await
+                }
+                (&M::DELETE, ["scheduled", key]) => {
+                    crate::schedule::cancel_by_key(state, &account, key).await
+                }
+                (_, ["scheduled", _]) => Err(method_not_allowed(&method, "DELETE")),
+                (_, ["webhook-events", _, "actions", "retry" | "cancel"]) => {
                     Err(method_not_allowed(&method, "POST"))
                 }
                 _ => Err(ApiError::not_found(&format!(

@@ -37,7 +37,7 @@ pub enum EventsCmd {
         /// Event type or family (`license.*`), comma-separated.
         #[arg(long)]
         event: Option<String>,
-        /// Delivery status: delivering, failing, delivered, failed, filtered, disabled.
+        /// Delivery status: delivering, failing, delivered, failed, filtered, disabled, cancelled.
         #[arg(long)]
         status: Option<String>,
         /// Endpoint id.
@@ -128,25 +128,39 @@ struct Api {
     >,
 }
 
+/// An HTTP(S) client trusting the web PKI roots (the API client's, and
+/// `switchyard keygen send`'s).
+pub(crate) type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+pub(crate) fn https_client() -> anyhow::Result<HttpsClient> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
 impl Api {
     fn new(args: ApiArgs) -> anyhow::Result<Api> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .context("TLS protocol versions")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
-        Ok(Api { args, client })
+        Ok(Api {
+            args,
+            client: https_client()?,
+        })
     }
 
     fn account_path(&self, rest: &str) -> String {
@@ -270,10 +284,15 @@ fn event_row(e: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
+    // A scheduled event shows its due time beside its status.
+    let status = match a["deliverAt"].as_str() {
+        Some(due) => format!("{} (due {due})", s(&a["status"])),
+        None => s(&a["status"]),
+    };
     vec![
         s(&e["id"]),
         s(&a["event"]),
-        s(&a["status"]),
+        status,
         s(&a["received"]),
         deliveries.join(" "),
     ]

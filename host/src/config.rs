@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use crate::policy::guard::UrlPolicy;
 use crate::policy::retry::RetrySchedule;
-use crate::signing::{KeygenKey, SecretSet};
+use crate::signing::{KeygenKey, KeygenVerifyKey, SecretSet};
 
 pub mod endpoint;
 
@@ -55,6 +55,14 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// Serve the operator dashboard at `/ui` (default on).
     pub ui: bool,
+    /// The host Keygen signs (`host:` line of the signing string) when a
+    /// proxy in front of the router changes the `Host` header; `None` =
+    /// the `Host` header as received.
+    pub external_host: Option<String>,
+    /// How far a Keygen request's `Date` may be from now (either way).
+    pub keygen_date_window: Duration,
+    /// The latest `deliver_at` accepted, from now.
+    pub max_schedule_ahead: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +98,12 @@ pub struct Account {
     pub id: String,
     pub token: String,
     pub keygen_key: Option<KeygenKey>,
+    /// Verify keys of the Keygen account whose signed deliveries
+    /// `POST /v1/accounts/{id}/sources/keygen` accepts (several during a
+    /// rotation); empty = the route is closed for this account.
+    pub keygen_verify_keys: Vec<KeygenVerifyKey>,
+    /// The Keygen account id its requests carry as `keyid`, if pinned.
+    pub keygen_account_id: Option<String>,
 }
 
 /// How one plugin is applied on an endpoint.
@@ -223,6 +237,9 @@ struct RawServer {
     fsync_interval: Option<String>,
     retention: Option<String>,
     ui: Option<bool>,
+    external_host: Option<String>,
+    keygen_date_window: Option<String>,
+    max_schedule_ahead: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -255,6 +272,17 @@ struct RawAccount {
     token_env: Option<String>,
     keygen_signing_key: Option<String>,
     keygen_signing_key_env: Option<String>,
+    keygen_verify_key: Option<OneOrMany>,
+    keygen_verify_key_env: Option<String>,
+    keygen_account_id: Option<String>,
+}
+
+/// A string or a list of strings (`key = "a"` or `key = ["a", "b"]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -514,7 +542,44 @@ impl Config {
                 Duration::from_secs(30 * 86400),
             ),
             ui: s.ui.unwrap_or(true),
+            external_host: s.external_host.clone(),
+            keygen_date_window: c.duration(
+                "server.keygen_date_window",
+                &s.keygen_date_window,
+                Duration::from_secs(300),
+            ),
+            max_schedule_ahead: c.duration(
+                "server.max_schedule_ahead",
+                &s.max_schedule_ahead,
+                Duration::from_secs(365 * 86400),
+            ),
         };
+        if let Some(h) = &server.external_host {
+            if h.is_empty()
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '[' | ']'))
+            {
+                c.err(
+                    "server.external_host",
+                    format!("{h:?} is not a host; write the host (and port, if not the default) Keygen posts to, e.g. \"hooks.example.com\""),
+                );
+            }
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600))
+            .contains(&server.keygen_date_window)
+        {
+            c.err(
+                "server.keygen_date_window",
+                "out of range: write between \"1s\" and \"1h\" (default \"5m\")",
+            );
+        }
+        if server.max_schedule_ahead.is_zero() {
+            c.err(
+                "server.max_schedule_ahead",
+                "must be more than 0 (default \"365days\")",
+            );
+        }
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&server.fsync_interval) {
             c.err(
                 "server.fsync_interval",
@@ -613,10 +678,52 @@ impl Config {
                     None
                 }
             };
+            let mut keygen_verify_keys = Vec::new();
+            let listed: Vec<String> = match (&a.keygen_verify_key, &a.keygen_verify_key_env) {
+                (Some(_), Some(_)) => {
+                    c.err(
+                        &loc,
+                        "give either `keygen_verify_key` or `keygen_verify_key_env`, not both",
+                    );
+                    Vec::new()
+                }
+                (Some(OneOrMany::One(k)), None) => vec![k.clone()],
+                (Some(OneOrMany::Many(ks)), None) => ks.clone(),
+                (None, Some(var)) => match c.env.var(var) {
+                    // Several keys (a rotation): separated by commas or spaces.
+                    Some(v) if !v.trim().is_empty() => v
+                        .split(|ch: char| ch == ',' || ch.is_whitespace())
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    _ => {
+                        c.err(
+                            &loc,
+                            format!("`keygen_verify_key_env` names {var}, which is not set in the environment"),
+                        );
+                        Vec::new()
+                    }
+                },
+                (None, None) => Vec::new(),
+            };
+            for (n, k) in listed.iter().enumerate() {
+                match KeygenVerifyKey::from_hex(k) {
+                    Ok(k) => keygen_verify_keys.push(k),
+                    Err(e) => c.err(&loc, format!("keygen_verify_key[{n}]: {e}")),
+                }
+            }
+            if a.keygen_account_id
+                .as_deref()
+                .is_some_and(|k| k.is_empty() || k.len() > 255)
+            {
+                c.err(&loc, "keygen_account_id must be 1 to 255 characters");
+            }
             accounts.push(Account {
                 id: a.id.clone(),
                 token,
                 keygen_key,
+                keygen_verify_keys,
+                keygen_account_id: a.keygen_account_id.clone(),
             });
         }
 
@@ -884,6 +991,64 @@ subscriptions = ["lic*"]
                 "{bad}: {errs}"
             );
         }
+    }
+
+    #[test]
+    fn keygen_verify_keys_one_several_or_from_env() {
+        let k1 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+        let k2 = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+        let env = MapEnv(vec![
+            ("TOK", "secret-token"),
+            ("WK", "abc"),
+            (
+                "KG",
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a, 3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            ),
+        ]);
+        let one = GOOD.replace(
+            "token_env = \"TOK\"\n",
+            &format!(
+                "token_env = \"TOK\"\nkeygen_verify_key = \"{k1}\"\nkeygen_account_id = \"kg\"\n"
+            ),
+        );
+        let c = Config::parse(Path::new("t.toml"), &one, &env).unwrap();
+        assert_eq!(c.accounts[0].keygen_verify_keys.len(), 1);
+        assert_eq!(c.accounts[0].keygen_account_id.as_deref(), Some("kg"));
+        let two = GOOD.replace(
+            "token_env = \"TOK\"\n",
+            &format!("token_env = \"TOK\"\nkeygen_verify_key = [\"{k1}\", \"{k2}\"]\n"),
+        );
+        let c = Config::parse(Path::new("t.toml"), &two, &env).unwrap();
+        assert_eq!(c.accounts[0].keygen_verify_keys[1].to_hex(), k2);
+        let from_env = GOOD.replace(
+            "token_env = \"TOK\"\n",
+            "token_env = \"TOK\"\nkeygen_verify_key_env = \"KG\"\n",
+        );
+        let c = Config::parse(Path::new("t.toml"), &from_env, &env).unwrap();
+        assert_eq!(c.accounts[0].keygen_verify_keys.len(), 2);
+        assert_eq!(c.server.keygen_date_window, Duration::from_secs(300));
+        let bad = GOOD
+            .replace(
+                "token_env = \"TOK\"\n",
+                "token_env = \"TOK\"\nkeygen_verify_key = \"abcd\"\n",
+            )
+            .replace(
+                "[server]\n",
+                "[server]\nkeygen_date_window = \"2h\"\nmax_schedule_ahead = \"0s\"\n",
+            );
+        let errs = Config::parse(Path::new("t.toml"), &bad, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errs.contains("t.toml:9: accounts[0]")
+                && errs.contains("keygen_verify_key[0]: must be 64 hex"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("server.keygen_date_window")
+                && errs.contains("server.max_schedule_ahead"),
+            "{errs}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! ready to store, in either accepted form — native
 //! `{"event", "payload", "id"?, "created"?}` or a Keygen webhook-event
 //! envelope — and rejects anything ambiguous with a JSON:API error that
-//! points at the offending member.
+//! points at the offending member. The native form may also ask for a
+//! later delivery (`deliver_at` / `deliver_in`, `schedule_key`); the
+//! checks against the clock and the configured cap are `schedule`'s.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -22,6 +24,16 @@ pub struct ParsedEvent {
     /// The producer's id, if given (dedupes like an Idempotency-Key).
     pub source_id: Option<String>,
     pub created_ms: Option<i64>,
+    /// Whether the body was a Keygen webhook-event envelope.
+    pub keygen_form: bool,
+    /// The envelope's `data.id` (Keygen's webhook event id).
+    pub keygen_event_id: Option<String>,
+    /// `deliver_at` (Unix ms), native form only.
+    pub deliver_at_ms: Option<i64>,
+    /// `deliver_in`, native form only.
+    pub deliver_in: Option<std::time::Duration>,
+    /// `schedule_key`, native form only.
+    pub schedule_key: Option<String>,
 }
 
 // serde's derive refuses duplicate fields, which is what we want: a body
@@ -39,6 +51,12 @@ struct Native<'a> {
     created: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    deliver_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    deliver_in: Option<&'a RawValue>,
+    #[serde(borrow)]
+    schedule_key: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -88,7 +106,7 @@ fn json_error(e: serde_json::Error) -> ApiError {
         return ApiError::bad_request(
             "Invalid event",
             format!(
-                "{msg}; an event is {{\"event\", \"payload\", \"id\"?, \"created\"?}} or a Keygen webhook-event envelope"
+                "{msg}; an event is {{\"event\", \"payload\", \"id\"?, \"created\"?, \"deliver_at\" | \"deliver_in\"?, \"schedule_key\"?}} or a Keygen webhook-event envelope"
             ),
             None,
         );
@@ -234,6 +252,16 @@ pub fn parse(body: &[u8]) -> Result<ParsedEvent, ApiError> {
                 None,
             ));
         }
+        if native.deliver_at.is_some()
+            || native.deliver_in.is_some()
+            || native.schedule_key.is_some()
+        {
+            return Err(ApiError::bad_request(
+                "Invalid event",
+                "deliver_at, deliver_in and schedule_key are members of the native form; with a Keygen envelope send the Deliver-At / Deliver-In / Schedule-Key headers",
+                None,
+            ));
+        }
         return parse_keygen(data);
     }
     let event = native.event.ok_or_else(|| {
@@ -259,12 +287,73 @@ pub fn parse(body: &[u8]) -> Result<ParsedEvent, ApiError> {
         None => None,
         Some(v) => Some(parse_time(&string_member(v, "/created", 64)?, "/created")?),
     };
+    if native.deliver_at.is_some() && native.deliver_in.is_some() {
+        return Err(ApiError::bad_request(
+            "Ambiguous event",
+            "give either deliver_at (a time) or deliver_in (a delay), not both",
+            Some("/deliver_in"),
+        ));
+    }
+    let deliver_at_ms = match native.deliver_at {
+        None => None,
+        Some(v) => Some(parse_time(
+            &string_member(v, "/deliver_at", 64)?,
+            "/deliver_at",
+        )?),
+    };
+    let deliver_in = native
+        .deliver_in
+        .map(|v| parse_delay(&string_member(v, "/deliver_in", 64)?, "/deliver_in"))
+        .transpose()?;
+    let schedule_key = native
+        .schedule_key
+        .map(|v| {
+            let k = string_member(v, "/schedule_key", MAX_ID)?;
+            check_schedule_key(&k, "/schedule_key")?;
+            Ok::<_, ApiError>(k)
+        })
+        .transpose()?;
     Ok(ParsedEvent {
         event_type,
         payload: payload.get().as_bytes().to_vec(),
         source_id,
         created_ms,
+        keygen_form: false,
+        keygen_event_id: None,
+        deliver_at_ms,
+        deliver_in,
+        schedule_key,
     })
+}
+
+/// Parses a delay such as `"72h"`, `"90m"`, `"3days"` (humantime).
+pub fn parse_delay(s: &str, pointer: &str) -> Result<std::time::Duration, ApiError> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        bad(
+            format!("{s:?} is not a delay ({e}); write e.g. \"72h\", \"90m\", \"3days\""),
+            pointer,
+        )
+    })
+}
+
+/// Schedule keys go in URL paths (`DELETE …/scheduled/{key}`) as they
+/// are: visible ASCII without `/ ? # % \\ "` or spaces, 1 to 255 characters.
+pub fn check_schedule_key(k: &str, pointer: &str) -> Result<(), ApiError> {
+    let ok = !k.is_empty()
+        && k.len() <= MAX_ID
+        && k.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'/' | b'?' | b'#' | b'%' | b'\\' | b'"')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            format!(
+                "{k:?} is not a schedule key: 1 to {MAX_ID} visible ASCII characters without / ? # % \\ \" or spaces, e.g. \"license:9f8e:expiring-soon\""
+            ),
+            pointer,
+        ))
+    }
 }
 
 fn parse_keygen(data: &RawValue) -> Result<ParsedEvent, ApiError> {
@@ -306,6 +395,7 @@ fn parse_keygen(data: &RawValue) -> Result<ParsedEvent, ApiError> {
         }
         None => None,
     };
+    let keygen_event_id = d.id.clone();
     let source_id = token.or(d.id);
     if let Some(id) = &source_id {
         if id.is_empty() || id.len() > MAX_ID {
@@ -319,11 +409,21 @@ fn parse_keygen(data: &RawValue) -> Result<ParsedEvent, ApiError> {
         .created
         .map(|c| parse_time(&c, "/data/attributes/created"))
         .transpose()?;
+    if let Some(id) = &keygen_event_id {
+        if id.is_empty() || id.len() > MAX_ID {
+            return Err(bad(format!("must be 1 to {MAX_ID} characters"), "/data/id"));
+        }
+    }
     Ok(ParsedEvent {
         event_type,
         payload: doc.get().as_bytes().to_vec(),
         source_id,
         created_ms,
+        keygen_form: true,
+        keygen_event_id,
+        deliver_at_ms: None,
+        deliver_in: None,
+        schedule_key: None,
     })
 }
 
@@ -382,6 +482,32 @@ mod tests {
             pointer_of(br#"{"event":7,"payload":{}}"#).as_deref(),
             Some("/event")
         );
+    }
+
+    #[test]
+    fn schedule_members() {
+        let e = parse(br#"{"event":"license.expiring-soon","payload":{},"deliver_in":"72h","schedule_key":"license:1:expiring-soon"}"#).unwrap();
+        assert_eq!(
+            e.deliver_in,
+            Some(std::time::Duration::from_secs(72 * 3600))
+        );
+        assert_eq!(e.schedule_key.as_deref(), Some("license:1:expiring-soon"));
+        let e =
+            parse(br#"{"event":"a.b","payload":{},"deliver_at":"2030-01-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(e.deliver_at_ms, Some(1_893_456_000_000));
+        for (body, pointer) in [
+            (&br#"{"event":"a.b","payload":{},"deliver_at":"tomorrow"}"#[..], Some("/deliver_at")),
+            (br#"{"event":"a.b","payload":{},"deliver_in":"soon"}"#, Some("/deliver_in")),
+            (br#"{"event":"a.b","payload":{},"deliver_in":72}"#, Some("/deliver_in")),
+            (br#"{"event":"a.b","payload":{},"deliver_in":"1h","deliver_at":"2030-01-01T00:00:00Z"}"#, Some("/deliver_in")),
+            (br#"{"event":"a.b","payload":{},"schedule_key":"a/b"}"#, Some("/schedule_key")),
+            (br#"{"event":"a.b","payload":{},"schedule_key":""}"#, Some("/schedule_key")),
+        ] {
+            assert_eq!(pointer_of(body).as_deref(), pointer, "{}", String::from_utf8_lossy(body));
+        }
+        let env = serde_json::json!({"data": {"id": "wh1", "type": "webhook-events",
+            "attributes": {"event": "user.created", "payload": "{}"}}, "deliver_in": "1h"});
+        assert!(parse(env.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -48,6 +48,9 @@ enum Command {
     /// Keys and secrets.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Keygen tools.
+    #[command(subcommand)]
+    Keygen(KeygenCmd),
     /// A local receiver that verifies and prints deliveries.
     Listen {
         /// Address to listen on.
@@ -127,6 +130,12 @@ impl SandboxArgs {
             ..RuntimeSettings::default()
         }
     }
+}
+
+#[derive(Subcommand)]
+enum KeygenCmd {
+    /// Send a sample event to a router's Keygen source, signed as Keygen signs.
+    Send(switchyard::keygen_send::SendArgs),
 }
 
 #[derive(Subcommand)]
@@ -232,6 +241,7 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 &serde_json::json!({"keygen_signing_key": k.seed_hex(), "public_key": k.public_hex()}),
             );
         }
+        Command::Keygen(KeygenCmd::Send(args)) => switchyard::keygen_send::run(args)?,
         Command::Keys(KeysCmd::Secret) => println!("{}", Secret::generate().encode()),
         Command::Listen {
             listen,

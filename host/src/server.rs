@@ -1,7 +1,9 @@
 //! The HTTP server: accept loop (hyper 1, HTTP/1.1, header read timeout
 //! against slowloris), routing, the ingest route, health and metrics, and
 //! graceful shutdown. Account-resource routes live in `admin`, the
-//! dashboard (`/ui`) in `ui`.
+//! dashboard (`/ui`) in `ui`; the Keygen source route (signature instead
+//! of a token) in `keygen_source`, which stores through the same
+//! [`accept`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +22,9 @@ use uuid::Uuid;
 use crate::api::{self, ApiError, Body, read_body, require_json};
 use crate::delivery::envelope::rfc3339;
 use crate::ingest;
+use crate::ingest::ParsedEvent;
 use crate::state::AppState;
-use crate::store::{EventRecord, NewEvent, now_ms};
+use crate::store::{EventRecord, NewEvent, Schedule, now_ms};
 use crate::telemetry::Gauges;
 
 /// Serves until `shutdown` resolves, then stops accepting and lets open
@@ -93,6 +96,17 @@ async fn route(
             ingest_route(&state, req, &account).instrument(span).await
         }
         (_, ["v1", "accounts", account, "events"]) => Err(method_not_allowed(&method, account)),
+        (&Method::POST, ["v1", "accounts", account, "sources", "keygen"]) => {
+            let account = account.to_string();
+            let span =
+                tracing::info_span!("keygen_source", %account, event = tracing::field::Empty);
+            crate::keygen_source::handle(&state, req, &account)
+                .instrument(span)
+                .await
+        }
+        (_, ["v1", "accounts", account, "sources", "keygen"]) => {
+            Err(method_not_allowed(&method, account))
+        }
         (_, ["ui", rest @ ..]) if state.config().server.ui => {
             return crate::ui::route(&state, req, rest).await;
         }
@@ -254,8 +268,28 @@ async fn ingest_inner(
             Some(s.to_string())
         }
     };
+    let headers = req.headers().clone();
     let body = read_body(req, config.server.max_body).await?;
-    let parsed = ingest::parse(&body)?;
+    let mut parsed = ingest::parse(&body)?;
+    crate::schedule::apply_headers(&headers, &mut parsed)?;
+    let now = now_ms();
+    let schedule = crate::schedule::resolve(&parsed, now, config.server.max_schedule_ahead)?;
+    let idempotency_key = idem_header.or_else(|| parsed.source_id.clone());
+    accept(state, account, parsed, idempotency_key, schedule).await
+}
+
+/// Stores an accepted event (fanned out to the account's subscribed
+/// endpoints, deduplicated by `idempotency_key`, due at once or at its
+/// `schedule`) and answers 202 — or 503 when it could not be stored. Shared
+/// by the native ingest route and the Keygen source.
+pub async fn accept(
+    state: &AppState,
+    account: &str,
+    parsed: ParsedEvent,
+    idempotency_key: Option<String>,
+    schedule: Option<Schedule>,
+) -> Result<Response<Body>, ApiError> {
+    let snap = state.registry.snapshot();
     let now = now_ms();
     let endpoints: Vec<_> = snap
         .endpoints(account)
@@ -269,7 +303,6 @@ async fn ingest_inner(
         .collect();
     let id = Uuid::now_v7();
     let created_ms = parsed.created_ms.unwrap_or(now);
-    let idempotency_key = idem_header.or_else(|| parsed.source_id.clone());
     let new = NewEvent {
         id,
         record: EventRecord {
@@ -286,20 +319,42 @@ async fn ingest_inner(
             .map(|e| (e.uid, e.spec.id.clone()))
             .collect(),
     };
-    // A copy for the pumps' in-memory hand-over, when any endpoint wants it.
-    let record = (!endpoints.is_empty()).then(|| Arc::new(new.record.clone()));
-    let committed = state.store.commit(new).await.map_err(|e| {
-        warn!(error = %e, "event not stored");
-        ApiError::unavailable(format!(
-            "the event could not be stored ({e}); nothing was accepted, retry later"
-        ))
-    })?;
+    // A copy for the pumps' in-memory hand-over, when any endpoint wants
+    // it and the event is due now (a scheduled event waits in the due index).
+    let record =
+        (!endpoints.is_empty() && schedule.is_none()).then(|| Arc::new(new.record.clone()));
+    let due_ms = schedule.as_ref().map(|s| s.due_ms);
+    let schedule_key = schedule.as_ref().and_then(|s| s.key.clone());
+    let committed = state
+        .store
+        .commit_scheduled(new, schedule)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, "event not stored");
+            ApiError::unavailable(format!(
+                "the event could not be stored ({e}); nothing was accepted, retry later"
+            ))
+        })?;
     if !committed.duplicate {
         state.metrics.event_ingested(account, &parsed.event_type);
         if let Some(record) = &record {
             for e in &endpoints {
                 state.dispatcher.offer(e.uid, committed.id, record.clone());
             }
+        } else if let Some(due) = due_ms {
+            if due > now {
+                state.metrics.scheduled.fetch_add(1, Ordering::Relaxed);
+            } else {
+                for e in &endpoints {
+                    state.dispatcher.notify(e.uid);
+                }
+            }
+        }
+        if committed.replaced.is_some() {
+            state
+                .metrics
+                .schedule_replaced
+                .fetch_add(1, Ordering::Relaxed);
         }
         tracing::Span::current().record("event", tracing::field::display(committed.id));
         debug!(deliveries = endpoints.len(), "event stored");
@@ -316,12 +371,33 @@ async fn ingest_inner(
             "links": {"self": format!("/v1/accounts/{account}/webhook-events/{}", committed.id)},
         }
     });
+    if let Some(due) = due_ms {
+        let attrs = &mut body["data"]["attributes"];
+        attrs["status"] = json!(if due > now { "scheduled" } else { "delivering" });
+        attrs["deliverAt"] = json!(rfc3339(due));
+        attrs["scheduleKey"] = json!(schedule_key);
+    }
+    if let Some(r) = &committed.replaced {
+        body["meta"] = json!({"replaced": crate::schedule::cancelled_json(account, r)});
+    }
     if committed.duplicate {
         body["meta"] = json!({"duplicate": true});
         if let Ok(Some(first)) = state.store.event(account, committed.id).await {
             body["data"]["attributes"]["event"] = json!(first.event_type);
             body["data"]["attributes"]["created"] = json!(rfc3339(first.created_ms));
             body["data"]["attributes"]["endpoints"] = json!(first.endpoints);
+        }
+        // The first event's schedule, not this request's.
+        if let Some(attrs) = body["data"]["attributes"].as_object_mut() {
+            for k in ["status", "deliverAt", "scheduleKey"] {
+                attrs.remove(k);
+            }
+        }
+        if let Ok(Some(s)) = state.store.schedule(account, committed.id).await {
+            let attrs = &mut body["data"]["attributes"];
+            attrs["deliverAt"] = json!(rfc3339(s.due_ms));
+            attrs["scheduleKey"] = json!(s.key);
+            attrs["status"] = json!(s.status(now).unwrap_or("delivering"));
         }
     }
     let mut resp = api::document(StatusCode::ACCEPTED, &body);

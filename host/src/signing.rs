@@ -270,6 +270,246 @@ pub fn verify_keygen(
         .map_err(|_| "signature does not verify".to_string())
 }
 
+/// A Keygen account's ed25519 verify key (the public half), as Keygen's
+/// dashboard shows it: 64 hex characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeygenVerifyKey(VerifyingKey);
+
+impl std::fmt::Debug for KeygenVerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeygenVerifyKey({})", hex::encode(self.0.to_bytes()))
+    }
+}
+
+impl KeygenVerifyKey {
+    pub fn from_hex(s: &str) -> Result<KeygenVerifyKey, String> {
+        let bytes = hex::decode(s.trim()).map_err(|e| format!("not hex: {e}"))?;
+        let pk: [u8; 32] = bytes.try_into().map_err(|_| {
+            "must be 64 hex characters (Keygen's ed25519 verify key, from its dashboard)"
+                .to_string()
+        })?;
+        VerifyingKey::from_bytes(&pk)
+            .map(KeygenVerifyKey)
+            .map_err(|_| "is not an ed25519 public key".to_string())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.to_bytes())
+    }
+}
+
+/// What a request to the Keygen source carried, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct KeygenRequest<'a> {
+    /// Lower-cased into the signing string.
+    pub method: &'a str,
+    /// The request target: path and query exactly as received.
+    pub target: &'a str,
+    /// The `Host` header, or the operator's configured external host.
+    pub host: &'a str,
+    pub date: Option<&'a str>,
+    pub digest: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Why a Keygen-signed request was refused (each answered 401, naming it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeygenRejection {
+    /// `Date`, `Digest` or `Keygen-Signature` is missing.
+    MissingHeader(&'static str),
+    /// `Keygen-Signature` cannot be read, or signs something else.
+    MalformedSignature(String),
+    /// `keyid` is not the configured Keygen account.
+    UnknownKeyId(String),
+    DigestMismatch,
+    BadSignature,
+    /// `Date` is not an HTTP date.
+    BadDate,
+    /// `Date` is further from now than the window (a replay, or a clock off).
+    DateOutsideWindow {
+        skew_s: i64,
+        window_s: i64,
+    },
+}
+
+impl KeygenRejection {
+    /// A stable code for the JSON:API error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeygenRejection::MissingHeader(_) => "SIGNATURE_HEADER_MISSING",
+            KeygenRejection::MalformedSignature(_) => "SIGNATURE_MALFORMED",
+            KeygenRejection::UnknownKeyId(_) => "SIGNATURE_KEYID_UNKNOWN",
+            KeygenRejection::DigestMismatch => "DIGEST_MISMATCH",
+            KeygenRejection::BadSignature => "SIGNATURE_INVALID",
+            KeygenRejection::BadDate => "DATE_INVALID",
+            KeygenRejection::DateOutsideWindow { .. } => "DATE_OUTSIDE_WINDOW",
+        }
+    }
+}
+
+impl std::fmt::Display for KeygenRejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeygenRejection::MissingHeader(h) => write!(
+                f,
+                "the {h} header is missing; Keygen signs every delivery with Date, Digest and Keygen-Signature"
+            ),
+            KeygenRejection::MalformedSignature(why) => {
+                write!(f, "Keygen-Signature cannot be used: {why}")
+            }
+            KeygenRejection::UnknownKeyId(k) => write!(
+                f,
+                "keyid {k:?} is not the Keygen account configured for this account (keygen_account_id)"
+            ),
+            KeygenRejection::DigestMismatch => {
+                write!(f, "the Digest header does not match the body (sha-256)")
+            }
+            KeygenRejection::BadSignature => write!(
+                f,
+                "the signature does not verify with any configured keygen_verify_key (check the key, and that the URL registered in Keygen is the one requested)"
+            ),
+            KeygenRejection::BadDate => write!(
+                f,
+                "the Date header is not an HTTP date such as \"Wed, 09 Jun 2021 16:08:15 GMT\""
+            ),
+            KeygenRejection::DateOutsideWindow { skew_s, window_s } => write!(
+                f,
+                "the Date header is {skew_s} s from now, outside the {window_s} s window (a replayed request, or a clock that is off)"
+            ),
+        }
+    }
+}
+
+/// The `Keygen-Signature` parameters: `name="value"` pairs, comma separated.
+fn signature_params(header: &str) -> Result<Vec<(&str, &str)>, String> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for part in header.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not name=\"value\""))?;
+        let name = name.trim();
+        let value = value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .ok_or_else(|| format!("the value of {name} is not quoted"))?;
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err(format!("{name} is given twice"));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+/// Verifies a request signed the way Keygen signs its webhook deliveries:
+/// the headers are there, the signature covers exactly `(request-target)
+/// host date digest` with ed25519, `keyid` is the pinned Keygen account (if
+/// any), `Digest` matches the body, the signature verifies with one of
+/// `keys` over the signing string rebuilt from the request, and `Date` is
+/// within `window_ms` of `now_ms`. Returns the `keyid`.
+pub fn verify_keygen_request(
+    req: &KeygenRequest<'_>,
+    keys: &[KeygenVerifyKey],
+    keyid_expected: Option<&str>,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<String, KeygenRejection> {
+    use subtle::ConstantTimeEq;
+    let date = req.date.ok_or(KeygenRejection::MissingHeader("Date"))?;
+    let digest = req.digest.ok_or(KeygenRejection::MissingHeader("Digest"))?;
+    let header = req
+        .signature
+        .ok_or(KeygenRejection::MissingHeader("Keygen-Signature"))?;
+    let params = signature_params(header).map_err(KeygenRejection::MalformedSignature)?;
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    let keyid =
+        param("keyid").ok_or_else(|| KeygenRejection::MalformedSignature("no keyid".into()))?;
+    match param("algorithm") {
+        Some(a) if a.eq_ignore_ascii_case("ed25519") => {}
+        Some(a) => {
+            return Err(KeygenRejection::MalformedSignature(format!(
+                "algorithm {a:?} is not \"ed25519\""
+            )));
+        }
+        None => return Err(KeygenRejection::MalformedSignature("no algorithm".into())),
+    }
+    match param("headers") {
+        Some(h)
+            if h.split_whitespace().collect::<Vec<_>>()
+                == ["(request-target)", "host", "date", "digest"] => {}
+        other => {
+            return Err(KeygenRejection::MalformedSignature(format!(
+                "headers {:?} is not \"(request-target) host date digest\"",
+                other.unwrap_or("")
+            )));
+        }
+    }
+    let sig_b64 = param("signature")
+        .ok_or_else(|| KeygenRejection::MalformedSignature("no signature".into()))?;
+    if let Some(expected) = keyid_expected {
+        if expected != keyid {
+            return Err(KeygenRejection::UnknownKeyId(keyid.to_string()));
+        }
+    }
+    // The digest: computed from the body, compared in constant time.
+    let ours = digest_header(req.body);
+    let (alg, value) = digest
+        .split_once('=')
+        .ok_or(KeygenRejection::DigestMismatch)?;
+    let theirs_ok: bool = alg.eq_ignore_ascii_case("sha-256")
+        && value
+            .as_bytes()
+            .ct_eq(&ours.as_bytes()["sha-256=".len()..])
+            .into();
+    if !theirs_ok {
+        return Err(KeygenRejection::DigestMismatch);
+    }
+    let sig = B64
+        .decode(sig_b64)
+        .ok()
+        .and_then(|b| ed25519_dalek::Signature::from_slice(&b).ok())
+        .ok_or_else(|| {
+            KeygenRejection::MalformedSignature(
+                "signature is not a base64 ed25519 signature".into(),
+            )
+        })?;
+    let signing = format!(
+        "(request-target): {} {}\nhost: {}\ndate: {date}\ndigest: {digest}",
+        req.method.to_ascii_lowercase(),
+        req.target,
+        req.host
+    );
+    if !keys
+        .iter()
+        .any(|k| k.0.verify_strict(signing.as_bytes(), &sig).is_ok())
+    {
+        return Err(KeygenRejection::BadSignature);
+    }
+    let at = httpdate::parse_http_date(date).map_err(|_| KeygenRejection::BadDate)?;
+    let at_ms = match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(_) => return Err(KeygenRejection::BadDate),
+    };
+    let skew = now_ms - at_ms;
+    if skew.abs() > window_ms {
+        return Err(KeygenRejection::DateOutsideWindow {
+            skew_s: skew / 1000,
+            window_s: window_ms / 1000,
+        });
+    }
+    Ok(keyid.to_string())
+}
+
 /// Compares two secrets (tokens) in constant time, whatever their lengths:
 /// both sides are hashed first so neither the length nor a common prefix
 /// shows in the timing.
@@ -365,6 +605,123 @@ mod tests {
         );
         let again = KeygenKey::from_hex(&key.seed_hex()).unwrap();
         assert_eq!(again.public_hex(), key.public_hex());
+    }
+
+    #[test]
+    fn keygen_requests_are_verified_in_full() {
+        let key = KeygenKey::generate();
+        let other = KeygenKey::generate();
+        let keys = vec![
+            KeygenVerifyKey::from_hex(&other.public_hex()).unwrap(),
+            KeygenVerifyKey::from_hex(&key.public_hex()).unwrap(),
+        ];
+        let body = br#"{"data":{}}"#;
+        let now = 1_700_000_000_000i64;
+        let date = httpdate::fmt_http_date(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(now as u64),
+        );
+        let h = keygen_sign(
+            &key,
+            "kg-acct",
+            "hooks.example.com",
+            "/v1/accounts/a/sources/keygen",
+            &date,
+            body,
+        );
+        let req = KeygenRequest {
+            method: "POST",
+            target: "/v1/accounts/a/sources/keygen",
+            host: "hooks.example.com",
+            date: Some(&h.date),
+            digest: Some(&h.digest),
+            signature: Some(&h.signature),
+            body,
+        };
+        let ok =
+            |r: &KeygenRequest<'_>| verify_keygen_request(r, &keys, Some("kg-acct"), now, 300_000);
+        assert_eq!(ok(&req).unwrap(), "kg-acct");
+        // Rotation: either key verifies; no key does not.
+        assert_eq!(
+            verify_keygen_request(&req, &keys[..1], None, now, 300_000),
+            Err(KeygenRejection::BadSignature)
+        );
+        let code = |r: KeygenRequest<'_>| ok(&r).unwrap_err().code();
+        assert_eq!(
+            code(KeygenRequest { date: None, ..req }),
+            "SIGNATURE_HEADER_MISSING"
+        );
+        assert_eq!(
+            code(KeygenRequest {
+                digest: None,
+                ..req
+            }),
+            "SIGNATURE_HEADER_MISSING"
+        );
+        assert_eq!(
+            code(KeygenRequest {
+                signature: None,
+                ..req
+            }),
+            "SIGNATURE_HEADER_MISSING"
+        );
+        assert_eq!(
+            code(KeygenRequest { body: b"{}", ..req }),
+            "DIGEST_MISMATCH"
+        );
+        assert_eq!(
+            code(KeygenRequest {
+                host: "evil.example",
+                ..req
+            }),
+            "SIGNATURE_INVALID"
+        );
+        assert_eq!(
+            code(KeygenRequest {
+                target: "/v1/accounts/b/sources/keygen",
+                ..req
+            }),
+            "SIGNATURE_INVALID"
+        );
+        assert_eq!(
+            code(KeygenRequest {
+                signature: Some("nonsense"),
+                ..req
+            }),
+            "SIGNATURE_MALFORMED"
+        );
+        let sha1 = h.signature.replace("ed25519", "rsa-sha256");
+        assert_eq!(
+            code(KeygenRequest {
+                signature: Some(&sha1),
+                ..req
+            }),
+            "SIGNATURE_MALFORMED"
+        );
+        let fewer = h.signature.replace(" digest\"", "\"");
+        assert_eq!(
+            code(KeygenRequest {
+                signature: Some(&fewer),
+                ..req
+            }),
+            "SIGNATURE_MALFORMED"
+        );
+        assert_eq!(
+            verify_keygen_request(&req, &keys, Some("another"), now, 300_000)
+                .unwrap_err()
+                .code(),
+            "SIGNATURE_KEYID_UNKNOWN"
+        );
+        // A genuine request replayed later, or from a clock far ahead.
+        for skew in [300_001, -300_001] {
+            assert_eq!(
+                verify_keygen_request(&req, &keys, None, now + skew, 300_000)
+                    .unwrap_err()
+                    .code(),
+                "DATE_OUTSIDE_WINDOW"
+            );
+        }
+        assert!(verify_keygen_request(&req, &keys, None, now + 299_000, 300_000).is_ok());
+        assert!(KeygenVerifyKey::from_hex("abcd").is_err());
     }
 
     #[test]

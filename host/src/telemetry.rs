@@ -155,6 +155,14 @@ pub struct Metrics {
     deliveries: LabeledCounter,
     plugin_errors: LabeledCounter,
     pub ingest_rejected: AtomicU64,
+    /// Events stored with a later due time (`deliver_at`/`deliver_in`).
+    pub scheduled: AtomicU64,
+    /// Pending scheduled events cancelled through the API.
+    pub schedule_cancelled: AtomicU64,
+    /// Pending scheduled events replaced by a new one with the same key.
+    pub schedule_replaced: AtomicU64,
+    /// Keygen-source requests refused (signature, digest, date…).
+    pub keygen_rejected: AtomicU64,
     pub attempt_latency: Histogram,
     pub plugin_duration: Histogram,
     pub ingest_latency: Histogram,
@@ -169,6 +177,10 @@ impl Default for Metrics {
             deliveries: LabeledCounter::new(),
             plugin_errors: LabeledCounter::new(),
             ingest_rejected: AtomicU64::new(0),
+            scheduled: AtomicU64::new(0),
+            schedule_cancelled: AtomicU64::new(0),
+            schedule_replaced: AtomicU64::new(0),
+            keygen_rejected: AtomicU64::new(0),
             attempt_latency: Histogram::new(LATENCY_BUCKETS),
             plugin_duration: Histogram::new(PLUGIN_BUCKETS),
             ingest_latency: Histogram::new(LATENCY_BUCKETS),
@@ -221,6 +233,17 @@ impl Metrics {
             out,
             "switchyard_ingest_rejected_total {}",
             self.ingest_rejected.load(Ordering::Relaxed)
+        );
+        let _ = write!(
+            out,
+            "# HELP switchyard_events_scheduled_total Events accepted with a later due time (deliver_at / deliver_in).\n# TYPE switchyard_events_scheduled_total counter\nswitchyard_events_scheduled_total {}\n\
+# HELP switchyard_scheduled_cancelled_total Pending scheduled events cancelled, by how.\n# TYPE switchyard_scheduled_cancelled_total counter\n\
+switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_scheduled_cancelled_total{{how=\"replaced\"}} {}\n\
+# HELP switchyard_keygen_source_rejected_total Requests to the Keygen source refused (401).\n# TYPE switchyard_keygen_source_rejected_total counter\nswitchyard_keygen_source_rejected_total {}\n",
+            self.scheduled.load(Ordering::Relaxed),
+            self.schedule_cancelled.load(Ordering::Relaxed),
+            self.schedule_replaced.load(Ordering::Relaxed),
+            self.keygen_rejected.load(Ordering::Relaxed),
         );
         out.push_str("# HELP switchyard_ingest_duration_seconds Time from request to durable 202.\n# TYPE switchyard_ingest_duration_seconds histogram\n");
         self.ingest_latency

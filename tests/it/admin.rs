@@ -79,18 +79,60 @@ fn rfc3339_ago(secs: i64) -> String {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoint_crud_validation_and_persistence() {
-    let rx = Receiver::ok().await;
+/// A router with one config endpoint (`fixed`) and the event-filter
+/// plugin, for the endpoint CRUD tests.
+fn crud_router(rx: &Receiver) -> Router {
     let cfg = config("")
         + &endpoint(
             "fixed",
             &rx.url("/fixed"),
             "subscriptions = [\"nothing.here\"]",
         );
-    let mut router = Router::start(&cfg, &[("event-filter", dist_plugin("event-filter"))]);
+    Router::start(&cfg, &[("event-filter", dist_plugin("event-filter"))])
+}
+
+const ENDPOINTS: &str = "/v1/accounts/acct/webhook-endpoints";
+
+/// Creates `crm` (our id and secret, 200 ms retries) and one endpoint with
+/// a generated id; returns the generated id.
+async fn create_crm_and_generated(c: &Client, router: &Router, rx: &Receiver) -> String {
+    let base = ENDPOINTS;
+    let r = api(
+        c,
+        router,
+        "POST",
+        base,
+        TOKEN,
+        Some(create_doc(
+            None,
+            json!({"url": rx.url("/gen"), "subscriptions": ["license.*"]}),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    let gen_id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let r = api(
+        c,
+        router,
+        "POST",
+        base,
+        TOKEN,
+        Some(create_doc(
+            Some("crm"),
+            json!({"url": rx.url("/crm"), "secret": SECRET, "retrySchedule": ["200ms"]}),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", body_text(&r));
+    gen_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_create_shows_the_secret_once_and_refuses_duplicates() {
+    let rx = Receiver::ok().await;
+    let router = crud_router(&rx);
     let c = Client::new();
-    let base = "/v1/accounts/acct/webhook-endpoints";
+    let base = ENDPOINTS;
 
     // Create with a generated id and secret: 201, the secret shown once.
     let r = api(
@@ -151,6 +193,14 @@ async fn endpoint_crud_validation_and_persistence() {
         .await;
         assert_eq!(r.status, 409, "{id}: {}", body_text(&r));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_validation_errors_point_at_the_attribute() {
+    let rx = Receiver::ok().await;
+    let router = crud_router(&rx);
+    let c = Client::new();
+    let base = ENDPOINTS;
 
     // Validation errors point at the attribute.
     let bad: Vec<(&str, Value, u16, &str)> = vec![
@@ -249,6 +299,15 @@ async fn endpoint_crud_validation_and_persistence() {
         )
         .await;
     assert_eq!(r.status, 415);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_list_show_page_patch_and_config_endpoints_read_only() {
+    let rx = Receiver::ok().await;
+    let router = crud_router(&rx);
+    let c = Client::new();
+    let base = ENDPOINTS;
+    let gen_id = create_crm_and_generated(&c, &router, &rx).await;
 
     // List and show never reveal secrets; config endpoints are listed read-only.
     let r = api(&c, &router, "GET", base, TOKEN, None).await;
@@ -358,6 +417,25 @@ async fn endpoint_crud_validation_and_persistence() {
     )
     .await;
     assert_eq!(r.status, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_endpoint_delivers_signed_deletes_and_persists_across_restart() {
+    let rx = Receiver::ok().await;
+    let mut router = crud_router(&rx);
+    let c = Client::new();
+    let base = ENDPOINTS;
+    let gen_id = create_crm_and_generated(&c, &router, &rx).await;
+    let r = api(
+        &c,
+        &router,
+        "PATCH",
+        &format!("{base}/crm"),
+        TOKEN,
+        Some(create_doc(None, json!({"subscriptions": ["user.created"]}))),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", body_text(&r));
 
     // The API endpoint delivers, signed with its secret.
     assert_eq!(
@@ -439,7 +517,12 @@ async fn endpoint_crud_validation_and_persistence() {
         |g| g.iter().filter(|r| r.path == "/crm").count() > before,
     )
     .await;
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_policy_refuses_http_and_private_addresses_by_default() {
+    let c = Client::new();
+    let base = ENDPOINTS;
     // Under the default policy, http:// and private addresses are refused
     // with the same explanations as in router.toml.
     let strict = format!(

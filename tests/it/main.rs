@@ -12,5 +12,7 @@ mod analytics;
 mod dashboard;
 mod delivery;
 mod fuzz_props;
+mod keygen_source;
 mod reliability;
 mod runtime;
+mod scheduled;

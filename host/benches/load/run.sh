@@ -30,7 +30,9 @@ nginx_port=18204
 router_port=18686
 export EVENT_FILE="$here/event.json" BENCH_TOKEN="bench-token-0123456789"
 
-(cd "$repo" && cargo build --release -p switchyard >/dev/null 2>&1) || { echo "build failed" >&2; exit 1; }
+if [[ -z "${SWITCHYARD_BIN:-}" ]]; then
+    (cd "$repo" && cargo build --release -p switchyard >/dev/null 2>&1) || { echo "build failed" >&2; exit 1; }
+fi
 paced_bin=
 if [[ -n "${PACED_RATE:-}" ]]; then
     paced_bin=$(cd "$repo" && cargo bench -p switchyard --bench ingest_paced --no-run --message-format=json 2>/dev/null \

@@ -34,6 +34,8 @@ fn overall(deliveries: &[(Uuid, DeliveryRecord)]) -> &'static str {
         "disabled"
     } else if has(DeliveryStatus::Delivered) {
         "delivered"
+    } else if has(DeliveryStatus::Cancelled) {
+        "cancelled"
     } else {
         "filtered"
     }
@@ -105,6 +107,22 @@ pub async fn resource(
         "relationships": {"account": {"data": {"type": "accounts", "id": ev.account}}},
         "links": {"self": format!("/v1/accounts/{}/webhook-events/{id}", ev.account)},
     });
+    // A scheduled event: its due time and key; `scheduled` until it is
+    // due, `cancelled` once cancelled or replaced.
+    if let Ok(Some(s)) = store.schedule(&ev.account, id).await {
+        let a = &mut v["attributes"];
+        a["deliverAt"] = json!(rfc3339(s.due_ms));
+        a["scheduleKey"] = json!(s.key);
+        if let Some(status) = s.status(crate::store::now_ms()) {
+            a["status"] = json!(status);
+        }
+        if let Some(at) = s.cancelled_ms {
+            a["cancelledAt"] = json!(rfc3339(at));
+        }
+        if let Some(by) = s.replaced_by {
+            a["replacedBy"] = json!(Uuid::from_bytes(by).to_string());
+        }
+    }
     if full {
         v["attributes"]["payload"] = serde_json::from_slice(&ev.payload)
             .unwrap_or_else(|_| json!(String::from_utf8_lossy(&ev.payload)));
@@ -154,7 +172,7 @@ pub fn filters(q: &[(String, String)]) -> Result<Filters, ApiError> {
         statuses.push(DeliveryStatus::parse(&s).ok_or_else(|| {
             ApiError::bad_request(
                 "Invalid filter",
-                format!("filter[status] {s:?} is not one of delivering, failing, delivered, failed, filtered, disabled"),
+                format!("filter[status] {s:?} is not one of delivering, failing, delivered, failed, filtered, disabled, cancelled"),
                 None,
             )
         })?);

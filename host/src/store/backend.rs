@@ -37,7 +37,37 @@ pub trait Backend: Send + Sync + 'static {
     /// the same idempotency key (account-scoped) within
     /// [`IDEMPOTENCY_WINDOW_MS`]: then nothing new is stored and the answer
     /// names the first event. Concurrent commits are grouped.
-    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError>;
+    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
+        self.commit_scheduled(event, None).await
+    }
+
+    /// [`Backend::commit`] with a schedule: the deliveries are due at
+    /// `schedule.due_ms`, and a pending scheduled event of the same account
+    /// under the same key is cancelled in the same atomic write
+    /// (`Committed::replaced`).
+    async fn commit_scheduled(
+        &self,
+        event: NewEvent,
+        schedule: Option<Schedule>,
+    ) -> Result<Committed, StoreError>;
+
+    /// Cancels a pending scheduled event of `account` (by key or id),
+    /// durably: its due entries leave the queue and its deliveries become
+    /// `cancelled`. `None` when there is none pending (unknown, due within
+    /// [`CANCEL_MARGIN_MS`], or already cancelled).
+    async fn cancel_scheduled(
+        &self,
+        account: &str,
+        target: CancelTarget,
+    ) -> Result<Option<Cancelled>, StoreError>;
+
+    /// The schedule of an account's scheduled event (`None` for ordinary
+    /// events and other accounts' ids).
+    async fn schedule(
+        &self,
+        account: &str,
+        event: Uuid,
+    ) -> Result<Option<ScheduleRecord>, StoreError>;
 
     // ---- the event log ----------------------------------------------------
 

@@ -24,7 +24,8 @@ macro_rules! conformance_tests {
         $crate::store::conformance::conformance_tests!(@cases $fixture;
             commit_and_read_back, idempotency_window, due_order_and_skip,
             attempt_recording, requeue_and_disable, endpoint_crud,
-            prune_final_only, durable_across_reopen, concurrent_commits_all_stored);
+            prune_final_only, durable_across_reopen, concurrent_commits_all_stored,
+            scheduled_events_wait_and_move_by_key, replacements_within_one_group_leave_one_pending);
     };
     (@cases $fixture:expr; $($case:ident),*) => {
         $(
@@ -546,4 +547,161 @@ pub async fn concurrent_commits_all_stored(f: &dyn Fixture) {
         store.list_events("acct", None, 500).await.unwrap().len(),
         200
     );
+}
+
+fn sched(due_ms: i64, key: &str) -> Option<Schedule> {
+    Some(Schedule {
+        due_ms,
+        key: Some(key.into()),
+    })
+}
+
+pub async fn scheduled_events_wait_and_move_by_key(f: &dyn Fixture) {
+    let store = f.open().await;
+    let ep = Uuid::new_v4();
+    let now = now_ms();
+    let first = store
+        .commit_scheduled(
+            new_event("acct", None, &[(ep, "crm")]),
+            sched(now + 10_000, "lic:1"),
+        )
+        .await
+        .unwrap();
+    assert!(first.replaced.is_none());
+    assert!(
+        store
+            .due(ep, None, now_ms(), 10, &none)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due before its time"
+    );
+    assert_eq!(
+        store
+            .due(ep, None, now + 10_000, 10, &none)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let s = store.schedule("acct", first.id).await.unwrap().unwrap();
+    assert_eq!((s.due_ms, s.status(now)), (now + 10_000, Some("scheduled")));
+    assert!(store.schedule("other", first.id).await.unwrap().is_none());
+    // Same key, same account: the first is cancelled in the same write.
+    let second = store
+        .commit_scheduled(
+            new_event("acct", None, &[(ep, "crm")]),
+            sched(now + 20_000, "lic:1"),
+        )
+        .await
+        .unwrap();
+    let replaced = second.replaced.unwrap();
+    assert_eq!((replaced.event, replaced.deliveries), (first.id, 1));
+    let due = store.due(ep, None, now + 60_000, 10, &none).await.unwrap();
+    assert_eq!(
+        due,
+        vec![Due {
+            event: second.id,
+            due_ms: now + 20_000
+        }]
+    );
+    let d = store.delivery(first.id, ep).await.unwrap().unwrap();
+    assert_eq!((d.status, d.due_ms), (DeliveryStatus::Cancelled, None));
+    let s = store.schedule("acct", first.id).await.unwrap().unwrap();
+    assert_eq!(s.status(now), Some("cancelled"));
+    assert_eq!(s.replaced_by, Some(*second.id.as_bytes()));
+    // The same key in another account is another key.
+    let other = store
+        .commit_scheduled(
+            new_event("other", None, &[(ep, "crm")]),
+            sched(now + 30_000, "lic:1"),
+        )
+        .await
+        .unwrap();
+    assert!(other.replaced.is_none());
+    // Cancel by key: once.
+    let c = store
+        .cancel_scheduled("acct", CancelTarget::Key("lic:1".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.event, second.id);
+    assert!(
+        store
+            .cancel_scheduled("acct", CancelTarget::Key("lic:1".into()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let due = store.due(ep, None, now + 60_000, 10, &none).await.unwrap();
+    assert_eq!(
+        due,
+        vec![Due {
+            event: other.id,
+            due_ms: now + 30_000
+        }]
+    );
+    // Cancel by id; another account's id finds nothing.
+    assert!(
+        store
+            .cancel_scheduled("acct", CancelTarget::Event(other.id))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .cancel_scheduled("other", CancelTarget::Event(other.id))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Due within the margin: no longer cancellable, nor replaced.
+    let soon = store
+        .commit_scheduled(
+            new_event("acct", None, &[(ep, "crm")]),
+            sched(now_ms() + 100, "lic:2"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .cancel_scheduled("acct", CancelTarget::Event(soon.id))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = store
+        .commit_scheduled(
+            new_event("acct", None, &[(ep, "crm")]),
+            sched(now_ms() + 5000, "lic:2"),
+        )
+        .await
+        .unwrap();
+    assert!(after.replaced.is_none());
+}
+
+pub async fn replacements_within_one_group_leave_one_pending(f: &dyn Fixture) {
+    let store = f.open().await;
+    let ep = Uuid::new_v4();
+    let now = now_ms();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.commit_scheduled(
+                new_event("acct", None, &[(ep, "crm")]),
+                sched(now + 10_000 + i, "k"),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut replaced = 0;
+    for t in tasks {
+        replaced += usize::from(t.await.unwrap().replaced.is_some());
+    }
+    assert_eq!(replaced, 19);
+    let due = store.due(ep, None, now + 60_000, 100, &none).await.unwrap();
+    assert_eq!(due.len(), 1, "{due:?}");
 }

@@ -38,6 +38,8 @@ pub enum DeliveryStatus {
     Filtered,
     /// The endpoint was disabled (410 Gone, too many failures, or by hand).
     Disabled,
+    /// A scheduled event was cancelled (or replaced) before it was due.
+    Cancelled,
 }
 
 impl DeliveryStatus {
@@ -49,6 +51,7 @@ impl DeliveryStatus {
             DeliveryStatus::Failed => "failed",
             DeliveryStatus::Filtered => "filtered",
             DeliveryStatus::Disabled => "disabled",
+            DeliveryStatus::Cancelled => "cancelled",
         }
     }
 
@@ -60,6 +63,7 @@ impl DeliveryStatus {
             "failed" => DeliveryStatus::Failed,
             "filtered" => DeliveryStatus::Filtered,
             "disabled" => DeliveryStatus::Disabled,
+            "cancelled" => DeliveryStatus::Cancelled,
             _ => return None,
         })
     }
@@ -116,6 +120,61 @@ pub struct EndpointState {
     pub last_error: Option<String>,
 }
 
+/// A scheduled event: when its deliveries are due, under which key, and
+/// whether it was cancelled. Stored in the same atomic write as the
+/// event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    pub due_ms: i64,
+    pub key: Option<String>,
+    pub cancelled_ms: Option<i64>,
+    /// The event that took its key while it was pending (it was replaced).
+    pub replaced_by: Option<[u8; 16]>,
+}
+
+impl ScheduleRecord {
+    /// `scheduled` (not yet due), `cancelled`, or `None` once due.
+    pub fn status(&self, now: i64) -> Option<&'static str> {
+        if self.cancelled_ms.is_some() {
+            Some("cancelled")
+        } else if self.due_ms > now {
+            Some("scheduled")
+        } else {
+            None
+        }
+    }
+}
+
+/// When an ingested event is due, and the key that may move or cancel it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Unix ms, already clamped by the caller (a past time means now).
+    pub due_ms: i64,
+    pub key: Option<String>,
+}
+
+/// A scheduled event can be replaced or cancelled until this long before
+/// it is due; after that its deliveries may already be taken by the
+/// dispatcher, which must not race a cancellation.
+pub const CANCEL_MARGIN_MS: i64 = 250;
+
+/// What a cancellation (or a replacement by key) cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    pub event: Uuid,
+    pub due_ms: i64,
+    pub key: Option<String>,
+    /// Deliveries taken out of the due index.
+    pub deliveries: usize,
+}
+
+/// Which pending scheduled event to cancel.
+#[derive(Debug, Clone)]
+pub enum CancelTarget {
+    Key(String),
+    Event(Uuid),
+}
+
 /// A request to store one event and its deliveries.
 #[derive(Debug)]
 pub struct NewEvent {
@@ -133,6 +192,8 @@ pub struct Committed {
     pub id: Uuid,
     /// The key had been seen: nothing new was stored and `id` is the first event's.
     pub duplicate: bool,
+    /// The pending scheduled event this one replaced (same `schedule_key`).
+    pub replaced: Option<Cancelled>,
 }
 
 /// A due entry: which event, when.

@@ -10,6 +10,10 @@
 //! - `i/<account>\0<key>` → idempotency record
 //! - `n/<account>\0<endpoint-id>` → endpoint created through the API (JSON)
 //! - `x/<endpoint-uid>` → endpoint state
+//! - `s/<account>\0<event>` → schedule record — only events ingested with
+//!   `deliver_at`/`deliver_in`/`schedule_key` (scheduled events)
+//! - `k/<account>\0<schedule-key>` → the event id (16 bytes) last
+//!   scheduled under that key
 //! - `v/format` → the layout's version; older stores are migrated when opened
 
 use uuid::Uuid;
@@ -61,6 +65,19 @@ pub fn api_endpoint(account: &str, id: &str) -> Vec<u8> {
 }
 pub fn endpoint_state(ep: Uuid) -> Vec<u8> {
     [b"x/".as_slice(), ep.as_bytes()].concat()
+}
+
+pub fn schedule(account: &str, event: Uuid) -> Vec<u8> {
+    [
+        b"s/".as_slice(),
+        account.as_bytes(),
+        b"\0",
+        event.as_bytes(),
+    ]
+    .concat()
+}
+pub fn schedule_key(account: &str, key: &str) -> Vec<u8> {
+    [b"k/".as_slice(), account.as_bytes(), b"\0", key.as_bytes()].concat()
 }
 
 pub fn uuid_at(bytes: &[u8], at: usize) -> Uuid {

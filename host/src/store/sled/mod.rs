@@ -30,6 +30,7 @@ use super::{
     EndpointState, EventRecord, IDEMPOTENCY_WINDOW_MS, NewEvent, Skip, StoreError, StoredEndpoint,
     now_ms, stored_ms,
 };
+use crate::store::{CancelTarget, Cancelled, Schedule, ScheduleRecord};
 use crate::telemetry::{FLUSH_BUCKETS, Histogram};
 
 /// The store's layout version. 1: events under `e/<event>` with an
@@ -173,15 +174,40 @@ impl Backend for SledStore {
         "sled"
     }
 
-    async fn commit(&self, event: NewEvent) -> Result<Committed, StoreError> {
+    async fn commit_scheduled(
+        &self,
+        event: NewEvent,
+        schedule: Option<Schedule>,
+    ) -> Result<Committed, StoreError> {
         // Encoded (and compressed) here, on the caller's thread, not the writer's.
         let record = enc_event(&event.record);
         let (tx, rx) = oneshot::channel();
         self.writer
-            .send(Job::Ingest(event, record, tx))
+            .send(Job::Ingest(event, record, schedule, tx))
             .await
             .map_err(closed)?;
         rx.await.map_err(closed)?.map_err(StoreError::Unavailable)
+    }
+
+    async fn cancel_scheduled(
+        &self,
+        account: &str,
+        target: CancelTarget,
+    ) -> Result<Option<Cancelled>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Job::Cancel(account.to_string(), target, tx))
+            .await
+            .map_err(closed)?;
+        rx.await.map_err(closed)?.map_err(StoreError::Unavailable)
+    }
+
+    async fn schedule(
+        &self,
+        account: &str,
+        event: Uuid,
+    ) -> Result<Option<ScheduleRecord>, StoreError> {
+        self.get(&keys::schedule(account, event))
     }
 
     async fn event(&self, account: &str, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
@@ -472,6 +498,7 @@ impl Backend for SledStore {
                         }
                         ops.push((keys::delivery(event, *ep), None));
                     }
+                    ops.push((keys::schedule(&account, event), None));
                     ops.push((k.to_vec(), None));
                     batches.push(ops);
                     deleted += 1;
