@@ -16,7 +16,8 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             let st = state.clone();
             let r = tokio::task::spawn_blocking(move || {
                 let cfg = st.config();
-                let cutoff = crate::store::now_ms() - cfg.server.retention.as_millis() as i64;
+                let cutoff = crate::store::now_ms()
+                    .saturating_sub(crate::policy::retry::millis_i64(cfg.server.retention));
                 let accounts: Vec<String> = cfg.accounts.iter().map(|a| a.id.clone()).collect();
                 let mut total = 0;
                 for a in accounts {

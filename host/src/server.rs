@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, debug, warn};
 use uuid::Uuid;
 
 use crate::api::{self, ApiError, Body, read_body, require_json};
@@ -31,7 +31,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
-    let header_timeout = state.config().server.header_timeout;
+    let server_cfg = state.config().server.clone();
+    let header_timeout = server_cfg.header_timeout;
+    let limits = Arc::new(crate::conn::ConnLimits::new(
+        server_cfg.max_connections,
+        server_cfg.max_connections_per_client,
+    ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -47,11 +52,26 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(permit) = limits.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (stream, activity) = crate::conn::Watched::new(stream);
         let st = state.clone();
-        let svc = service_fn(move |req| {
+        let body_timeout = server_cfg.body_timeout;
+        let act = activity.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
             let st = st.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(st, req, peer).await) }
+            let busy = act.busy();
+            req.extensions_mut().insert(api::BodyDeadline(
+                tokio::time::Instant::now() + body_timeout,
+            ));
+            async move {
+                let resp = route(st, req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -59,9 +79,31 @@ pub async fn serve(
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
+        let idle_timeout = server_cfg.idle_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, %peer, "connection ended with an error");
+            let _permit = permit;
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    r = &mut conn => {
+                        if let Err(e) = r {
+                            debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // While a handler runs the deadline may be past: look
+                    // again at most 4 times a second.
+                    _ = tokio::time::sleep_until(
+                        activity
+                            .idle_deadline(idle_timeout)
+                            .max(tokio::time::Instant::now() + Duration::from_millis(250)),
+                    ) => {
+                        if activity.is_idle(idle_timeout) {
+                            debug!(%peer, idle_s = idle_timeout.as_secs_f64(), "closing a connection that made no progress ([server] idle_timeout)");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }
@@ -81,7 +123,7 @@ async fn route(state: Arc<AppState>, req: Request<Incoming>, _peer: SocketAddr) 
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(api::text(StatusCode::OK, "text/plain", "ok\n".into())),
         (&Method::GET, ["readyz"]) => Ok(readyz(&state)),
-        (&Method::GET, ["metrics"]) => Ok(metrics(&state)),
+        (&Method::GET, ["metrics"]) => metrics_route(&state, &req).await,
         (&Method::POST, ["v1", "accounts", account, "events"]) => {
             let account = account.to_string();
             let span = tracing::info_span!("ingest", %account, event = tracing::field::Empty);
@@ -133,9 +175,44 @@ fn readyz(state: &AppState) -> Response<Body> {
 /// (one key per endpoint) is always fresh.
 const DUE_COUNT_TTL: Duration = Duration::from_secs(5);
 
-type DueDepths = Vec<(String, String, u64)>;
-static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> =
+/// Per endpoint (by uid): when its due entries were counted, and the count.
+/// Endpoints added since show at once; a reload (a new snapshot) does not
+/// force a recount.
+static DUE_COUNTS: std::sync::Mutex<Option<std::collections::HashMap<Uuid, (Instant, u64)>>> =
     std::sync::Mutex::new(None);
+
+/// One scrape computes at a time; others wait for it.
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `/metrics`: the operator's (`[server] metrics_token` when set). The
+/// scan of the due index runs on the blocking pool, one scrape at a time.
+async fn metrics_route(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(token) = state.config().server.metrics_token.as_deref() {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq as _;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Unauthorized",
+                "/metrics needs `Authorization: Bearer <[server] metrics_token>`",
+            ));
+        }
+    }
+    let _one = SCRAPE.lock().await;
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || metrics(&st))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("rendering metrics failed: {e}")))
+}
 
 fn metrics(state: &AppState) -> Response<Body> {
     let snap = state.registry.snapshot();
@@ -150,27 +227,23 @@ fn metrics(state: &AppState) -> Response<Body> {
         }
     }
     let due_depth = {
-        // Keyed by the snapshot too, so added or removed endpoints show at once.
-        let key = Arc::as_ptr(&snap) as usize;
-        let mut cache = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-        match cache.as_ref() {
-            Some((at, k, v)) if *k == key && at.elapsed() < DUE_COUNT_TTL => v.clone(),
-            _ => {
-                let v: DueDepths = snap
-                    .by_uid
-                    .values()
-                    .map(|ep| {
-                        (
-                            ep.spec.account.clone(),
-                            ep.spec.id.clone(),
-                            state.store.due_count(ep.uid) as u64,
-                        )
-                    })
-                    .collect();
-                *cache = Some((Instant::now(), key, v.clone()));
-                v
-            }
-        }
+        let mut guard = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = guard.get_or_insert_with(Default::default);
+        cache.retain(|uid, _| snap.by_uid.contains_key(uid));
+        snap.by_uid
+            .values()
+            .map(|ep| {
+                let n = match cache.get(&ep.uid) {
+                    Some((at, n)) if at.elapsed() < DUE_COUNT_TTL => *n,
+                    _ => {
+                        let n = state.store.due_count(ep.uid) as u64;
+                        cache.insert(ep.uid, (Instant::now(), n));
+                        n
+                    }
+                };
+                (ep.spec.account.clone(), ep.spec.id.clone(), n)
+            })
+            .collect()
     };
     let g = Gauges {
         due_depth,
@@ -178,6 +251,7 @@ fn metrics(state: &AppState) -> Response<Body> {
         store_bytes: state.store.size_on_disk(),
         plugin_reloads: stats.reloads,
         plugin_load_failures: stats.load_failures,
+        plugin_log_lines_dropped: stats.log_lines_dropped,
         plugins_loaded: state
             .runtime
             .statuses()
@@ -331,8 +405,4 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
             "cannot listen on {addr}: {e} (is another switchyard running? change [server] listen)"
         )
     })
-}
-
-pub fn log_listening(addr: SocketAddr) {
-    info!(%addr, "listening");
 }

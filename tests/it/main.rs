@@ -13,3 +13,4 @@ mod delivery;
 mod fuzz_props;
 mod reliability;
 mod runtime;
+mod security;

@@ -28,6 +28,9 @@ use crate::signing::{Secret, SecretSet};
 use crate::state::AppState;
 use crate::store::{DeliveryStatus, EventRecord, NewEvent, keys, now_ms};
 
+/// Longest grace period of a rotation.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 86400);
+
 /// Default grace period of the old secret after a rotation.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
@@ -151,16 +154,20 @@ fn apply(
         spec.subscriptions = subs;
     }
     if let Some(plugins) = a.plugins {
+        let max_chain = config.plugins.max_chain;
+        if plugins.len() > max_chain {
+            return Err(invalid(
+                format!(
+                    "lists {} plugins; a chain holds at most {max_chain} (the operator's [plugins] max_chain)",
+                    plugins.len()
+                ),
+                &format!("{P}/plugins"),
+            ));
+        }
         let mut out = Vec::new();
         for (i, p) in plugins.into_iter().enumerate() {
-            if p.name.is_empty() || p.name.len() > 64 || p.name.contains(['/', '\\', '.']) {
-                return Err(invalid(
-                    format!(
-                        "{:?} is not a plugin name (the file stem in the plugins folder)",
-                        p.name
-                    ),
-                    &format!("{P}/plugins/{i}/name"),
-                ));
+            if let Err(m) = crate::plugins::name::check_name(&p.name) {
+                return Err(invalid(m, &format!("{P}/plugins/{i}/name")));
             }
             let config = p.config.unwrap_or_else(|| json!({}));
             if !config.is_object() {
@@ -229,8 +236,13 @@ fn apply(
         let delays = list
             .iter()
             .enumerate()
-            .map(|(i, s)| parse_duration(s, &format!("{P}/retrySchedule/{i}")))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(i, s)| {
+                let pointer = format!("{P}/retrySchedule/{i}");
+                let d = parse_duration(s, &pointer)?;
+                crate::policy::retry::check_delay(d).map_err(|m| invalid(m, &pointer))?;
+                Ok(d)
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
         spec.retry_schedule = RetrySchedule::fixed(delays);
     }
     if let Some(t) = a.timeout {
@@ -257,8 +269,13 @@ fn apply(
 
 /// Binds the plugins (a plugin that rejects its config is a 422 with its
 /// message).
-fn build(state: &AppState, spec: EndpointSpec) -> Result<LiveEndpoint, ApiError> {
-    LiveEndpoint::build(spec, &state.runtime)
+/// Binding instantiates and configures each plugin (CPU work): it runs on
+/// the blocking pool, not on the async workers that serve requests.
+async fn build(state: &AppState, spec: EndpointSpec) -> Result<LiveEndpoint, ApiError> {
+    let runtime = state.runtime.clone();
+    tokio::task::spawn_blocking(move || LiveEndpoint::build(spec, &runtime))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("binding the plugins failed: {e}")))?
         .map_err(|e| invalid(format!("{e}"), "/data/attributes/plugins"))
 }
 
@@ -328,6 +345,9 @@ pub fn resource(state: &AppState, ep: &LiveEndpoint, stored: Option<&StoredEndpo
             "status": status,
             "readOnly": s.from_config,
             "source": if s.from_config { "config" } else { "api" },
+            // Set when the URL policy in force (after a reload or restart
+            // that tightened it) refuses this endpoint: its attempts fail.
+            "policyViolation": guard::check_uri(&ep.uri, &state.url_policy.get()).err().map(|r| r.message),
             "health": {
                 "consecutiveFailures": h.consecutive_failures,
                 "failingSince": opt_time(h.first_failure_ms),
@@ -474,7 +494,7 @@ pub async fn create(
         ))
         .with_pointer("/data/id"));
     }
-    let live = build(state, spec)?;
+    let live = build(state, spec).await?;
     let now = now_ms();
     let stored = StoredEndpoint::from_spec(&live.spec, now, now);
     persist::save(&state.store, &stored).map_err(storage)?;
@@ -540,7 +560,7 @@ pub async fn update(
     let ep = find(state, account, id)?;
     let mut spec = ep.spec.clone();
     apply(state, &mut spec, attrs, false)?;
-    let live = Arc::new(build(state, spec)?);
+    let live = Arc::new(build(state, spec).await?);
     let created = persist::get(&state.store, account, id)
         .map_err(storage)?
         .map(|s| s.created_ms)
@@ -602,12 +622,21 @@ pub async fn rotate_secret(
             .map(str::to_string)
     }) {
         None => DEFAULT_GRACE,
-        Some(g) => humantime::parse_duration(&g).map_err(|e| {
-            invalid(
-                format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""),
-                "/data/attributes/grace",
-            )
-        })?,
+        Some(g) => {
+            let d = humantime::parse_duration(&g).map_err(|e| {
+                invalid(
+                    format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""),
+                    "/data/attributes/grace",
+                )
+            })?;
+            if d > MAX_GRACE {
+                return Err(invalid(
+                    format!("{g:?} is longer than the longest grace period, 30 days"),
+                    "/data/attributes/grace",
+                ));
+            }
+            d
+        }
     };
     let new = match attrs.get("secret").and_then(|s| s.as_str()) {
         Some(s) => Secret::parse(s).map_err(|m| invalid(m, "/data/attributes/secret"))?,
@@ -619,7 +648,7 @@ pub async fn rotate_secret(
         return Err(read_only(&ep));
     }
     let now = now_ms();
-    let until = now.saturating_add(grace.as_millis() as i64);
+    let until = now.saturating_add(crate::policy::retry::millis_i64(grace));
     let mut secrets = vec![new.clone()];
     for mut old in ep.spec.secrets.0.iter().cloned() {
         if old.expires_ms.is_some_and(|e| e <= now) || grace.is_zero() {
@@ -630,7 +659,7 @@ pub async fn rotate_secret(
     }
     let mut spec = ep.spec.clone();
     spec.secrets = SecretSet(secrets);
-    let live = Arc::new(build(state, spec)?);
+    let live = Arc::new(build(state, spec).await?);
     let created = persist::get(&state.store, account, id)
         .map_err(storage)?
         .map(|s| s.created_ms)
@@ -757,6 +786,15 @@ pub async fn recover(
         account.to_string(),
         ep.uid,
     );
+    // Events accepted while the endpoint was disabled (by PATCH or
+    // automatically) were not fanned out to it: they have no delivery for
+    // it. Recover delivers those too — the ones it subscribes to, accepted
+    // since it was created (API endpoints; config endpoints have no
+    // creation time).
+    let created_ms = persist::get(&state.store, account, id)
+        .map_err(storage)?
+        .map_or(i64::MIN, |s| s.created_ms);
+    let spec = ep.spec.clone();
     let r = tokio::task::spawn_blocking(
         move || -> Result<(usize, usize), crate::store::StoreError> {
             let mut cursor = None;
@@ -778,6 +816,26 @@ pub async fn recover(
                         {
                             requeued += 1;
                         }
+                    } else if stored_ms(ev) >= created_ms
+                        && let Some(rec) = state_store.event(&account_s, ev)?
+                        && spec.subscribes(&rec.event_type)
+                    {
+                        let now = now_ms();
+                        let fresh = crate::store::DeliveryRecord {
+                            account: account_s.clone(),
+                            endpoint: spec.id.clone(),
+                            status: DeliveryStatus::Delivering,
+                            attempts: 0,
+                            due_ms: None,
+                            last_status: None,
+                            last_error: None,
+                            updated_ms: now,
+                            reason: None,
+                            output: None,
+                        };
+                        state_store.requeue(ev, uid, fresh, now)?;
+                        dispatcher.notify(uid);
+                        requeued += 1;
                     }
                 }
             }

@@ -579,7 +579,9 @@ impl Dispatcher {
                 rec.due_ms = None;
                 rec.updated_ms = now;
                 self.record(ep, due, &rec, None, None).await?;
-                self.inner.metrics.delivery(&live.spec.id, "filtered");
+                self.inner
+                    .metrics
+                    .delivery(&live.spec.account, &live.spec.id, "filtered");
                 return Ok(Some(AttemptSummary {
                     status: rec.status,
                     http_status: None,
@@ -657,7 +659,9 @@ impl Dispatcher {
                 };
                 self.record(ep, due, &rec, Some(&attempt), state.as_ref())
                     .await?;
-                self.inner.metrics.delivery(&live.spec.id, "delivered");
+                self.inner
+                    .metrics
+                    .delivery(&live.spec.account, &live.spec.id, "delivered");
                 debug!(
                     status = resp.status,
                     latency_ms = latency.as_millis() as u64,
@@ -695,11 +699,14 @@ impl Dispatcher {
                     .await
                     .map(Some)
             }
-            Err(msg) => {
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .delivery_failure(&live.spec.account, &live.spec.id, e.cause());
                 let attempt = AttemptRecord {
                     at_ms,
                     status: None,
-                    error: Some(msg),
+                    error: Some(e.to_string()),
                     latency_us: latency.as_micros() as u64,
                     response: Vec::new(),
                 };
@@ -806,7 +813,11 @@ impl Dispatcher {
         };
         let start = std::time::Instant::now();
         let end = tokio::task::spawn_blocking(move || -> Result<ChainEnd, PluginError> {
-            for binding in &chain {
+            let budget = chain[0].chain_deadline();
+            for (i, binding) in chain.iter().enumerate() {
+                if i > 0 && start.elapsed() > budget {
+                    return Err(binding.chain_deadline_error(start.elapsed()));
+                }
                 match binding.call(&pe)? {
                     Outcome::Pass => {}
                     Outcome::Skip(reason) => {
@@ -943,7 +954,7 @@ impl Dispatcher {
         match next {
             Some(d) => {
                 rec.status = DeliveryStatus::Failing;
-                rec.due_ms = Some(now + d.as_millis() as i64);
+                rec.due_ms = Some(now.saturating_add(retry::millis_i64(d)));
                 // Plugin output is kept so retries resend the same bytes
                 // without running the plugins again. Without plugins the
                 // body is the default envelope, a pure function of the
@@ -996,7 +1007,9 @@ impl Dispatcher {
             DeliveryStatus::Disabled => "disabled",
             _ => "attempt_failed",
         };
-        self.inner.metrics.delivery(&live.spec.id, outcome);
+        self.inner
+            .metrics
+            .delivery(&live.spec.account, &live.spec.id, outcome);
         info!(
             status = ?attempt.status,
             error = attempt.error.as_deref().unwrap_or(""),
@@ -1065,7 +1078,9 @@ impl Dispatcher {
         rec.updated_ms = attempt.at_ms;
         self.record(ep, due, &rec, Some(&attempt), Some(&state))
             .await?;
-        self.inner.metrics.delivery(&live.spec.id, "disabled");
+        self.inner
+            .metrics
+            .delivery(&live.spec.account, &live.spec.id, "disabled");
         info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
         self.disable_pending(ep.uid, reason);
         Ok(AttemptSummary {

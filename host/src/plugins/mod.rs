@@ -6,6 +6,7 @@
 //! * `cache` — compile once, cache compiled artifacts on disk;
 //! * `runtime` — [`PluginRuntime`] (registry, loads, swaps) and [`Binding`]
 //!   (a plugin bound to one configuration, with its warm instance pool);
+//! * `name` — the one rule for plugin names (loader, API, config);
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
 //! * `cli` — `switchyard plugin run` / `plugin check`.
@@ -13,6 +14,7 @@
 mod cache;
 pub mod cli;
 mod engine;
+pub mod name;
 mod output;
 mod runtime;
 mod types;
