@@ -172,26 +172,28 @@ pub fn authorize_account(
 ) -> Result<Principal, ApiError> {
     let token = bearer(headers)?;
     let is_admin = admin_token.is_some_and(|a| constant_time_eq(a, token));
-    let acct = snap.account(account);
-    match acct {
-        None => Err(ApiError::not_found(&format!("account {account:?}"))),
-        Some(_) if is_admin => Ok(Principal::Admin),
-        Some(a) if constant_time_eq(&a.token, token) => Ok(Principal::Account(a.id.clone())),
-        Some(_) => {
-            // A valid token of another account must not learn that this
-            // account exists.
-            let other = snap
-                .accounts
-                .values()
-                .any(|a| constant_time_eq(&a.token, token));
-            if other {
-                Err(ApiError::not_found(&format!("account {account:?}")))
-            } else {
-                Err(ApiError::unauthorized(
-                    "the token is not valid for this account",
-                ))
-            }
+    match snap.account(account) {
+        Some(_) if is_admin => return Ok(Principal::Admin),
+        Some(a) if constant_time_eq(&a.token, token) => {
+            return Ok(Principal::Account(a.id.clone()));
         }
+        _ => {}
+    }
+    // Without a valid token nobody learns whether the account exists: an
+    // unknown account and a wrong token get the same 401. A caller holding
+    // some account's token (or the admin token, for an unknown account)
+    // gets 404 either way, as if the account did not exist.
+    let authenticated = is_admin
+        || snap
+            .accounts
+            .values()
+            .fold(false, |found, a| found | constant_time_eq(&a.token, token));
+    if authenticated {
+        Err(ApiError::not_found(&format!("account {account:?}")))
+    } else {
+        Err(ApiError::unauthorized(
+            "the token is not valid for this account",
+        ))
     }
 }
 
@@ -214,7 +216,13 @@ pub fn authorize_admin(
 }
 
 /// Reads a body up to `limit` bytes; 413 past it (also for chunked bodies).
+/// When the body of a request must have arrived (`[server] body_timeout`),
+/// set by the server on every request.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
 pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let deadline = req.extensions().get::<BodyDeadline>().copied();
     if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH) {
         if len
             .to_str()
@@ -225,7 +233,22 @@ pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Ap
             return Err(too_large(limit));
         }
     }
-    match Limited::new(req.into_body(), limit).collect().await {
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let collected = match deadline {
+        None => collect.await,
+        Some(BodyDeadline(at)) => match tokio::time::timeout_at(at, collect).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "TIMEOUT",
+                    "Request timeout",
+                    "the body did not arrive in time ([server] body_timeout)",
+                ));
+            }
+        },
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::delivery::{DispatchSettings, Dispatcher, Sender};
 use crate::plugins::{PluginError, PluginErrorKind, PluginRuntime, RuntimeSettings};
+use crate::policy::guard::LivePolicy;
 use crate::registry::{Registry, Snapshot};
 use crate::server;
 use crate::state::AppState;
@@ -76,6 +77,7 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
         memory_limit: config.plugins.memory_limit,
         max_output: config.plugins.max_output,
         cache_dir: Some(config.server.data_dir.join("plugin-cache")),
+        chain_deadline: config.plugins.chain_deadline,
     }
 }
 
@@ -83,6 +85,16 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     telemetry::init_logging(config.server.log_format);
+    if let Some(nofile) = crate::conn::raise_nofile_limit() {
+        info!(open_files = nofile, "open-file limit");
+        if (config.server.max_connections as u64).saturating_add(256) > nofile {
+            warn!(
+                open_files = nofile,
+                max_connections = config.server.max_connections,
+                "[server] max_connections is close to the open-file limit; the store and deliveries need files too"
+            );
+        }
+    }
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
@@ -125,7 +137,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     }
     let registry = Arc::new(Registry::new(snap));
     let metrics = Arc::new(Metrics::default());
-    let sender = Sender::new(config.delivery.policy, config.delivery.ca_file.as_deref())?;
+    let url_policy = LivePolicy::new(config.delivery.policy);
+    let sender = Sender::new(url_policy.clone(), config.delivery.ca_file.as_deref())?;
     let dispatcher = Dispatcher::new(
         store.clone(),
         sender,
@@ -147,6 +160,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         dispatcher: dispatcher.clone(),
         runtime: runtime.clone(),
         metrics,
+        url_policy,
         accepting: AtomicBool::new(true),
     });
     let _config_watcher = watch_config(config_path.to_path_buf(), state.clone());
@@ -248,6 +262,7 @@ pub async fn reload_config(state: &AppState, path: &Path) {
         );
         return;
     }
+    state.url_policy.set(new.delivery.policy);
     state.registry.replace(snap);
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     state.dispatcher.sync().await;
@@ -262,6 +277,11 @@ fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::Recommend
     let file_name = path.file_name()?.to_os_string();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res {
+            // Reading the file (an editor, `config check`, `cat`) is not a
+            // change.
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
             if ev
                 .paths
                 .iter()
@@ -280,6 +300,15 @@ fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::Recommend
         warn!(error = %e, "cannot watch the config file; changes need a restart");
         return None;
     }
+    // Reload only when the bytes changed (a touch, a save without edits,
+    // or metadata changes do not rebuild every endpoint).
+    let digest = |p: &Path| {
+        std::fs::read(p).ok().map(|b| {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(&b)
+        })
+    };
+    let mut last = digest(&path);
     tokio::spawn(async move {
         while rx.recv().await.is_some() {
             // Debounce: wait until no change for 300 ms.
@@ -290,6 +319,11 @@ fn watch_config(path: PathBuf, state: Arc<AppState>) -> Option<notify::Recommend
                     Err(_) => break,
                 }
             }
+            let now = digest(&path);
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
             let st = state.clone();
             let p = path.clone();
             reload_config(&st, &p).await;

@@ -266,12 +266,30 @@ fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// A value for human output: strings come from receivers, plugins and
+/// producers, so control characters (ANSI escapes, OSC titles, newlines
+/// that would break a table) and bidi overrides are shown escaped.
+/// `--json` output stays exact.
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => clean(s),
         other => other.to_string(),
     }
+}
+
+/// Escapes control and bidi-override characters (`\n`, `\u{1b}`, …).
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}');
+        if c.is_control() || bidi {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn event_row(e: &Value) -> Vec<String> {
@@ -401,11 +419,7 @@ async fn events(cmd: EventsCmd) -> anyhow::Result<()> {
                         } else {
                             s(&at["status"])
                         };
-                        let excerpt: String = s(&at["responseBody"])
-                            .chars()
-                            .take(60)
-                            .collect::<String>()
-                            .replace('\n', " ");
+                        let excerpt: String = s(&at["responseBody"]).chars().take(60).collect();
                         rows.push(vec![
                             if i == 0 {
                                 s(&del["endpoint"])
@@ -621,7 +635,10 @@ async fn endpoints(cmd: EndpointsCmd) -> anyhow::Result<()> {
                     s(&a["status"])
                 );
                 if let Some(b) = a["responseBody"].as_str().filter(|b| !b.is_empty()) {
-                    println!("response: {}", b.chars().take(200).collect::<String>());
+                    println!(
+                        "response: {}",
+                        clean(&b.chars().take(200).collect::<String>())
+                    );
                 }
             }
         }

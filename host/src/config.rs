@@ -21,6 +21,13 @@ pub mod endpoint;
 pub use endpoint::MAX_IN_FLIGHT;
 pub use endpoint::{check_id, check_pattern};
 
+/// Shortest account, admin and metrics token.
+pub const MIN_TOKEN: usize = 16;
+
+/// Default and largest `[plugins] max_chain`.
+pub const DEFAULT_MAX_CHAIN: usize = 16;
+pub const MAX_CHAIN: usize = 256;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,8 +49,22 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// A client must send its request headers within this time.
     pub header_timeout: Duration,
+    /// A request body must arrive in full within this time (from the end of
+    /// its headers); otherwise 408 and the connection is closed.
+    pub body_timeout: Duration,
+    /// A connection with no request being handled that makes no read or
+    /// write progress for this long is closed (idle keep-alive, a client
+    /// that does not read its answers).
+    pub idle_timeout: Duration,
+    /// Most open client connections; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_client: usize,
     /// Admin token (sees every account), if configured.
     pub admin_token: Option<String>,
+    /// Bearer token `/metrics` requires, if configured (else it is open:
+    /// keep the listener private).
+    pub metrics_token: Option<String>,
     /// `json` or `text` logs.
     pub log_format: LogFormat,
     /// sled page cache, bytes.
@@ -77,6 +98,11 @@ pub struct PluginsConfig {
     pub deadline: Duration,
     pub memory_limit: usize,
     pub max_output: usize,
+    /// Most plugins in one endpoint's chain (file and API alike).
+    pub max_chain: usize,
+    /// Wall-clock budget of a whole chain for one delivery; the chain stops
+    /// (a `deadline` failure) at the first plugin that ends past it.
+    pub chain_deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +258,12 @@ struct RawServer {
     header_timeout: Option<String>,
     admin_token: Option<String>,
     admin_token_env: Option<String>,
+    metrics_token: Option<String>,
+    metrics_token_env: Option<String>,
+    body_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     log_format: Option<String>,
     cache_size: Option<String>,
     fsync_interval: Option<String>,
@@ -249,6 +281,8 @@ struct RawPlugins {
     deadline: Option<String>,
     memory_limit: Option<String>,
     max_output: Option<String>,
+    max_chain: Option<usize>,
+    chain_deadline: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -511,9 +545,21 @@ impl Config {
         };
         let admin_token = c.secret("server", "admin_token", &s.admin_token, &s.admin_token_env);
         if let Some(t) = &admin_token {
-            if t.len() < 16 {
-                c.err("server.admin_token", "must be at least 16 characters");
+            if t.len() < MIN_TOKEN {
+                c.err(
+                    "server.admin_token",
+                    format!("must be at least {MIN_TOKEN} characters"),
+                );
             }
+        }
+        let metrics_token = c.secret(
+            "server",
+            "metrics_token",
+            &s.metrics_token,
+            &s.metrics_token_env,
+        );
+        if metrics_token.as_ref().is_some_and(|t| t.len() < 16) {
+            c.err("server.metrics_token", "must be at least 16 characters");
         }
         let server = ServerConfig {
             listen,
@@ -528,7 +574,20 @@ impl Config {
                 &s.header_timeout,
                 Duration::from_secs(10),
             ),
+            body_timeout: c.duration(
+                "server.body_timeout",
+                &s.body_timeout,
+                Duration::from_secs(30),
+            ),
+            idle_timeout: c.duration(
+                "server.idle_timeout",
+                &s.idle_timeout,
+                Duration::from_secs(60),
+            ),
+            max_connections: s.max_connections.unwrap_or(4096),
+            max_connections_per_client: s.max_connections_per_client.unwrap_or(256),
             admin_token,
+            metrics_token,
             log_format,
             cache_bytes: c.size("server.cache_size", &s.cache_size, 8 << 20),
             fsync_interval: c.duration(
@@ -580,6 +639,24 @@ impl Config {
                 "must be more than 0 (default \"365days\")",
             );
         }
+        for (key, d) in [
+            ("server.body_timeout", server.body_timeout),
+            ("server.idle_timeout", server.idle_timeout),
+            ("server.header_timeout", server.header_timeout),
+        ] {
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+                c.err(key, "must be between \"100ms\" and \"1h\"");
+            }
+        }
+        if server.max_connections == 0 || server.max_connections_per_client == 0 {
+            c.err(
+                "server",
+                "max_connections and max_connections_per_client must be at least 1",
+            );
+        }
+        if server.retention > Duration::from_secs(10 * 365 * 86400) {
+            c.err("server.retention", "must be at most 10 years (\"3650d\")");
+        }
         if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&server.fsync_interval) {
             c.err(
                 "server.fsync_interval",
@@ -592,7 +669,7 @@ impl Config {
 
         // [plugins]
         let p = &raw.plugins;
-        let plugins = PluginsConfig {
+        let plugins_cfg = PluginsConfig {
             dir: anchored(
                 p.dir
                     .clone()
@@ -601,7 +678,19 @@ impl Config {
             deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
             memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
             max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
+            max_chain: p.max_chain.unwrap_or(DEFAULT_MAX_CHAIN),
+            chain_deadline: c.duration(
+                "plugins.chain_deadline",
+                &p.chain_deadline,
+                Duration::from_millis(500),
+            ),
         };
+        if !(1..=MAX_CHAIN).contains(&plugins_cfg.max_chain) {
+            c.err(
+                "plugins.max_chain",
+                format!("must be 1 to {MAX_CHAIN} (default {DEFAULT_MAX_CHAIN})"),
+            );
+        }
 
         // [delivery]
         let d = &raw.delivery;
@@ -629,6 +718,15 @@ impl Config {
                 Duration::from_secs(5 * 86400),
             ),
         };
+        if delivery.timeout.is_zero() || delivery.timeout > Duration::from_secs(300) {
+            c.err("delivery.timeout", "must be between 1ms and 5m");
+        }
+        if delivery.max_retry_after > crate::policy::retry::MAX_RETRY_DELAY {
+            c.err("delivery.max_retry_after", "must be at most 7 days");
+        }
+        if delivery.disable_after > Duration::from_secs(365 * 86400) {
+            c.err("delivery.disable_after", "must be at most 365 days");
+        }
         if !(1..=MAX_IN_FLIGHT).contains(&delivery.max_in_flight) {
             c.err(
                 "delivery.max_in_flight",
@@ -641,6 +739,7 @@ impl Config {
 
         // [[accounts]]
         let mut accounts = Vec::new();
+        let mut token_lines: Vec<(String, String)> = Vec::new();
         let mut seen = HashSet::new();
         for (i, a) in raw.accounts.iter().enumerate() {
             let line = c.line_of(a.span().start);
@@ -654,9 +753,14 @@ impl Config {
             }
             let token = c.secret(&loc, "token", &a.token, &a.token_env);
             let token = match token {
-                Some(t) if t.len() >= 8 => t,
+                Some(t) if t.len() >= MIN_TOKEN => t,
                 Some(_) => {
-                    c.err(&loc, "token must be at least 8 characters");
+                    c.err(
+                        &loc,
+                        format!(
+                            "token must be at least {MIN_TOKEN} characters (as the admin token)"
+                        ),
+                    );
                     String::new()
                 }
                 None => {
@@ -718,6 +822,9 @@ impl Config {
             {
                 c.err(&loc, "keygen_account_id must be 1 to 255 characters");
             }
+            if !token.is_empty() {
+                token_lines.push((loc.clone(), token.clone()));
+            }
             accounts.push(Account {
                 id: a.id.clone(),
                 token,
@@ -725,6 +832,36 @@ impl Config {
                 keygen_verify_keys,
                 keygen_account_id: a.keygen_account_id.clone(),
             });
+        }
+        // A token names one principal: two accounts (or an account and the
+        // admin or metrics token) sharing one would let each act as the other.
+        for (i, (loc, t)) in token_lines.iter().enumerate() {
+            if let Some((first, _)) = token_lines[..i].iter().find(|(_, u)| u == t) {
+                c.err(
+                    loc,
+                    format!(
+                        "token is the same as the token of {first}; every account needs its own"
+                    ),
+                );
+            }
+            if server.admin_token.as_deref() == Some(t.as_str()) {
+                c.err(
+                    loc,
+                    "token is the same as [server] admin_token; give the account its own",
+                );
+            }
+            if server.metrics_token.as_deref() == Some(t.as_str()) {
+                c.err(
+                    loc,
+                    "token is the same as [server] metrics_token; give the account its own",
+                );
+            }
+        }
+        if server.metrics_token.is_some() && server.metrics_token == server.admin_token {
+            c.err(
+                "server.metrics_token",
+                "is the same as admin_token; scrapers must not hold the admin token",
+            );
         }
 
         // [[endpoints]]
@@ -790,6 +927,16 @@ impl Config {
             ) {
                 field_err(&mut c, fe);
             }
+            if e.plugins.len() > plugins_cfg.max_chain {
+                c.err(
+                    &loc,
+                    format!(
+                        "plugins: {} plugins in one chain; at most {} ([plugins] max_chain)",
+                        e.plugins.len(),
+                        plugins_cfg.max_chain
+                    ),
+                );
+            }
             let mut plugins = Vec::new();
             for (j, p) in e.plugins.iter().enumerate() {
                 let config = match &p.config {
@@ -852,7 +999,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             server,
-            plugins,
+            plugins: plugins_cfg,
             delivery,
             accounts,
             endpoints,
@@ -938,9 +1085,9 @@ retry_schedule = ["1s", "2s"]
 
     #[test]
     fn parses_a_good_file() {
-        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
-        assert_eq!(c.accounts[0].token, "secret-token");
+        assert_eq!(c.accounts[0].token, "secret-token-0123456");
         let e = &c.endpoints[0];
         assert!(e.subscribes("license.validation.succeeded"));
         assert!(!e.subscribes("user.updated"));
@@ -962,7 +1109,7 @@ subscriptions = ["lic*"]
 "#;
         let errs = Config::parse(Path::new("t.toml"), text, &MapEnv(vec![])).unwrap_err();
         let all = errs.to_string();
-        assert!(all.contains("token must be at least 8"), "{all}");
+        assert!(all.contains("token must be at least 16"), "{all}");
         assert!(all.contains("may only contain"), "{all}");
         assert!(all.contains("\"nobody\" is not declared"), "{all}");
         assert!(all.contains("https"), "{all}");
@@ -974,7 +1121,7 @@ subscriptions = ["lic*"]
 
     #[test]
     fn fsync_interval_defaults_and_is_bounded() {
-        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
         assert_eq!(c.server.fsync_interval, Duration::from_millis(50));
         let text = GOOD.replace("[server]\n", "[server]\nfsync_interval = \"200ms\"\n");

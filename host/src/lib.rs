@@ -12,6 +12,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod delivery;
 pub mod endpoints;
 pub mod feed;

@@ -14,7 +14,8 @@ pub fn spawn(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let cfg = state.config();
-            let cutoff = crate::store::now_ms() - cfg.server.retention.as_millis() as i64;
+            let cutoff = crate::store::now_ms()
+                .saturating_sub(crate::policy::retry::millis_i64(cfg.server.retention));
             let mut total = 0;
             for a in cfg.accounts.iter().map(|a| a.id.as_str()) {
                 match state.store.prune(a, cutoff, 10_000).await {

@@ -35,7 +35,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
-    let header_timeout = state.config().server.header_timeout;
+    let server_cfg = state.config().server.clone();
+    let header_timeout = server_cfg.header_timeout;
+    let limits = Arc::new(crate::conn::ConnLimits::new(
+        server_cfg.max_connections,
+        server_cfg.max_connections_per_client,
+    ));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -51,11 +56,26 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(permit) = limits.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let (stream, activity) = crate::conn::Watched::new(stream);
         let st = state.clone();
-        let svc = service_fn(move |req| {
+        let body_timeout = server_cfg.body_timeout;
+        let act = activity.clone();
+        let svc = service_fn(move |mut req: Request<Incoming>| {
             let st = st.clone();
-            async move { Ok::<_, std::convert::Infallible>(route(st, req, peer).await) }
+            let busy = act.busy();
+            req.extensions_mut().insert(api::BodyDeadline(
+                tokio::time::Instant::now() + body_timeout,
+            ));
+            async move {
+                let resp = route(st, req, peer).await;
+                drop(busy);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -63,9 +83,31 @@ pub async fn serve(
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), svc);
         let conn = graceful.watch(conn);
+        let idle_timeout = server_cfg.idle_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, %peer, "connection ended with an error");
+            let _permit = permit;
+            tokio::pin!(conn);
+            loop {
+                tokio::select! {
+                    r = &mut conn => {
+                        if let Err(e) = r {
+                            debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    // While a handler runs the deadline may be past: look
+                    // again at most 4 times a second.
+                    _ = tokio::time::sleep_until(
+                        activity
+                            .idle_deadline(idle_timeout)
+                            .max(tokio::time::Instant::now() + Duration::from_millis(250)),
+                    ) => {
+                        if activity.is_idle(idle_timeout) {
+                            debug!(%peer, idle_s = idle_timeout.as_secs_f64(), "closing a connection that made no progress ([server] idle_timeout)");
+                            break;
+                        }
+                    }
+                }
             }
         });
     }
@@ -89,7 +131,7 @@ async fn route(
     let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(api::text(StatusCode::OK, "text/plain", "ok\n".into())),
         (&Method::GET, ["readyz"]) => Ok(readyz(&state)),
-        (&Method::GET, ["metrics"]) => Ok(metrics(&state).await),
+        (&Method::GET, ["metrics"]) => metrics_route(&state, &req).await,
         (&Method::POST, ["v1", "accounts", account, "events"]) => {
             let account = account.to_string();
             let span = tracing::info_span!("ingest", %account, event = tracing::field::Empty);
@@ -156,9 +198,41 @@ fn readyz(state: &AppState) -> Response<Body> {
 /// (one key per endpoint) is always fresh.
 const DUE_COUNT_TTL: Duration = Duration::from_secs(5);
 
-type DueDepths = Vec<(String, String, u64)>;
-static DUE_COUNTS: std::sync::Mutex<Option<(Instant, usize, DueDepths)>> =
+/// Per endpoint (by uid): when its due entries were counted, and the count.
+/// Endpoints added since show at once; a reload (a new snapshot) does not
+/// force a recount.
+static DUE_COUNTS: std::sync::Mutex<Option<std::collections::HashMap<Uuid, (Instant, u64)>>> =
     std::sync::Mutex::new(None);
+
+/// One scrape computes at a time; others wait for it.
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `/metrics`: the operator's (`[server] metrics_token` when set). Counting
+/// the queues runs on the store's blocking pool, one scrape at a time.
+async fn metrics_route(
+    state: &Arc<AppState>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(token) = state.config().server.metrics_token.as_deref() {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq as _;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "Unauthorized",
+                "/metrics needs `Authorization: Bearer <[server] metrics_token>`",
+            ));
+        }
+    }
+    let _one = SCRAPE.lock().await;
+    Ok(metrics(state).await)
+}
 
 async fn metrics(state: &AppState) -> Response<Body> {
     let snap = state.registry.snapshot();
@@ -173,28 +247,36 @@ async fn metrics(state: &AppState) -> Response<Body> {
         }
     }
     let due_depth = {
-        // Keyed by the snapshot too, so added or removed endpoints show at once.
-        let key = Arc::as_ptr(&snap) as usize;
-        let cached = {
-            let cache = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-            match cache.as_ref() {
-                Some((at, k, v)) if *k == key && at.elapsed() < DUE_COUNT_TTL => Some(v.clone()),
-                _ => None,
-            }
+        // Per endpoint, each count at most DUE_COUNT_TTL old: a std mutex,
+        // never held across the counts (awaited outside it).
+        let stale: Vec<uuid::Uuid> = {
+            let mut guard = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = guard.get_or_insert_with(Default::default);
+            cache.retain(|uid, _| snap.by_uid.contains_key(uid));
+            snap.by_uid
+                .keys()
+                .filter(
+                    |uid| !matches!(cache.get(*uid), Some((at, _)) if at.elapsed() < DUE_COUNT_TTL),
+                )
+                .copied()
+                .collect()
         };
-        match cached {
-            Some(v) => v,
-            None => {
-                let mut v: DueDepths = Vec::with_capacity(snap.by_uid.len());
-                for ep in snap.by_uid.values() {
-                    let n = state.store.due_count(ep.uid).await.unwrap_or(0);
-                    v.push((ep.spec.account.clone(), ep.spec.id.clone(), n));
-                }
-                *DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((Instant::now(), key, v.clone()));
-                v
-            }
+        let mut fresh = Vec::with_capacity(stale.len());
+        for uid in stale {
+            fresh.push((uid, state.store.due_count(uid).await.unwrap_or(0)));
         }
+        let mut guard = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = guard.get_or_insert_with(Default::default);
+        for (uid, n) in fresh {
+            cache.insert(uid, (Instant::now(), n));
+        }
+        snap.by_uid
+            .values()
+            .map(|ep| {
+                let n = cache.get(&ep.uid).map(|(_, n)| *n).unwrap_or(0);
+                (ep.spec.account.clone(), ep.spec.id.clone(), n)
+            })
+            .collect()
     };
     let g = Gauges {
         due_depth,
@@ -202,6 +284,7 @@ async fn metrics(state: &AppState) -> Response<Body> {
         store_bytes: state.store.size_on_disk(),
         plugin_reloads: stats.reloads,
         plugin_load_failures: stats.load_failures,
+        plugin_log_lines_dropped: stats.log_lines_dropped,
         plugins_loaded: state
             .runtime
             .statuses()

@@ -22,6 +22,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub runtime: PluginRuntime,
     pub metrics: Arc<Metrics>,
+    /// The URL policy in force, shared with the sender (set on reload).
+    pub url_policy: crate::policy::guard::LivePolicy,
     pub accepting: AtomicBool,
 }
 

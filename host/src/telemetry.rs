@@ -111,32 +111,59 @@ const PLUGIN_BUCKETS: &[f64] = &[
 ];
 
 /// Labeled counters whose label sets come from input (event types): capped
-/// so a producer cannot blow up memory or the scrape.
+/// per account, so one account's producer can neither blow up memory or the
+/// scrape nor push another account's series into the overflow.
 struct LabeledCounter {
-    map: Mutex<BTreeMap<String, u64>>,
+    map: Mutex<Series>,
 }
 
-const MAX_SERIES: usize = 2000;
+#[derive(Default)]
+struct Series {
+    values: BTreeMap<String, u64>,
+    /// Series per account (the account's overflow series included).
+    per_account: std::collections::HashMap<String, usize>,
+}
+
+/// Series one account may create in one metric.
+const MAX_SERIES_PER_ACCOUNT: usize = 500;
+/// Series of one metric in all (a safety net over many accounts).
+const MAX_SERIES: usize = 50_000;
 
 impl LabeledCounter {
     fn new() -> Self {
         LabeledCounter {
-            map: Mutex::new(BTreeMap::new()),
+            map: Mutex::new(Series::default()),
         }
     }
 
-    fn add(&self, labels: String, n: u64) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() >= MAX_SERIES && !m.contains_key(&labels) {
-            *m.entry("overflow=\"true\"".into()).or_insert(0) += n;
+    /// Adds `n` to the series `labels` of `account`; past the account's
+    /// cap, to `{account=…,overflow="true"}`.
+    fn add(&self, account: &str, labels: String, n: u64) {
+        let mut s = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = s.values.get_mut(&labels) {
+            *v += n;
             return;
         }
-        *m.entry(labels).or_insert(0) += n;
+        let mine = s.per_account.get(account).copied().unwrap_or(0);
+        let labels = if mine + 1 >= MAX_SERIES_PER_ACCOUNT || s.values.len() >= MAX_SERIES {
+            format!("account=\"{}\",overflow=\"true\"", esc(account))
+        } else {
+            labels
+        };
+        let Series {
+            values,
+            per_account,
+        } = &mut *s;
+        let e = values.entry(labels).or_insert_with(|| {
+            *per_account.entry(account.to_string()).or_insert(0) += 1;
+            0
+        });
+        *e += n;
     }
 
     fn render(&self, out: &mut String, name: &str) {
         let m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for (labels, v) in m.iter() {
+        for (labels, v) in m.values.iter() {
             let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
     }
@@ -153,6 +180,7 @@ fn esc(v: &str) -> String {
 pub struct Metrics {
     events_ingested: LabeledCounter,
     deliveries: LabeledCounter,
+    delivery_failures: LabeledCounter,
     plugin_errors: LabeledCounter,
     pub ingest_rejected: AtomicU64,
     /// Events stored with a later due time (`deliver_at`/`deliver_in`).
@@ -175,6 +203,7 @@ impl Default for Metrics {
         Metrics {
             events_ingested: LabeledCounter::new(),
             deliveries: LabeledCounter::new(),
+            delivery_failures: LabeledCounter::new(),
             plugin_errors: LabeledCounter::new(),
             ingest_rejected: AtomicU64::new(0),
             scheduled: AtomicU64::new(0),
@@ -197,6 +226,7 @@ pub struct Gauges {
     pub store_bytes: u64,
     pub plugin_reloads: u64,
     pub plugin_load_failures: u64,
+    pub plugin_log_lines_dropped: u64,
     pub plugins_loaded: u64,
     pub in_flight: u64,
     pub store_flush: Option<std::sync::Arc<Histogram>>,
@@ -205,22 +235,43 @@ pub struct Gauges {
 impl Metrics {
     pub fn event_ingested(&self, account: &str, event_type: &str) {
         self.events_ingested.add(
+            account,
             format!("account=\"{}\",event=\"{}\"", esc(account), esc(event_type)),
             1,
         );
     }
 
     /// `outcome`: delivered, attempt_failed, failed, filtered, disabled.
-    pub fn delivery(&self, endpoint: &str, outcome: &str) {
+    /// Labelled by account and endpoint (endpoint ids are per account).
+    pub fn delivery(&self, account: &str, endpoint: &str, outcome: &str) {
         self.deliveries.add(
-            format!("endpoint=\"{}\",outcome=\"{outcome}\"", esc(endpoint)),
+            account,
+            format!(
+                "account=\"{}\",endpoint=\"{}\",outcome=\"{outcome}\"",
+                esc(account),
+                esc(endpoint)
+            ),
+            1,
+        );
+    }
+
+    /// An attempt that got no HTTP response, by cause (`SendError::cause`:
+    /// timeout, refused, dns, connect, tls, protocol).
+    pub fn delivery_failure(&self, account: &str, endpoint: &str, cause: &str) {
+        self.delivery_failures.add(
+            account,
+            format!(
+                "account=\"{}\",endpoint=\"{}\",cause=\"{cause}\"",
+                esc(account),
+                esc(endpoint)
+            ),
             1,
         );
     }
 
     pub fn plugin_error(&self, plugin: &str, kind: &str) {
         self.plugin_errors
-            .add(format!("plugin=\"{}\",kind=\"{kind}\"", esc(plugin)), 1);
+            .add("", format!("plugin=\"{}\",kind=\"{kind}\"", esc(plugin)), 1);
     }
 
     pub fn render(&self, g: &Gauges) -> String {
@@ -252,9 +303,12 @@ switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_schedul
             out.push_str("# HELP switchyard_store_flush_duration_seconds Group flushes of the store (every ingest in a group waits for its flush).\n# TYPE switchyard_store_flush_duration_seconds histogram\n");
             h.render(&mut out, "switchyard_store_flush_duration_seconds", "");
         }
-        out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by endpoint.\n# TYPE switchyard_deliveries_total counter\n");
+        out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by account and endpoint.\n# TYPE switchyard_deliveries_total counter\n");
         self.deliveries
             .render(&mut out, "switchyard_deliveries_total");
+        out.push_str("# HELP switchyard_delivery_failures_total Attempts that got no HTTP response, by account, endpoint and cause (timeout, refused, dns, connect, tls, protocol).\n# TYPE switchyard_delivery_failures_total counter\n");
+        self.delivery_failures
+            .render(&mut out, "switchyard_delivery_failures_total");
         out.push_str("# HELP switchyard_attempt_duration_seconds HTTP attempt latency.\n# TYPE switchyard_attempt_duration_seconds histogram\n");
         self.attempt_latency
             .render(&mut out, "switchyard_attempt_duration_seconds", "");
@@ -287,6 +341,11 @@ switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_schedul
             g.plugins_loaded,
             g.plugin_reloads,
             g.plugin_load_failures
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_plugin_log_lines_dropped_total Plugin log lines dropped over the per-call log budget.\n# TYPE switchyard_plugin_log_lines_dropped_total counter\nswitchyard_plugin_log_lines_dropped_total {}",
+            g.plugin_log_lines_dropped
         );
         out
     }

@@ -350,7 +350,7 @@ async fn idempotency_key_dedupes() {
     let c = Client::new();
     let body = event("license.created", license_doc("l", "ACTIVE")).to_string();
     let h = [
-        ("authorization", "Bearer test-token-aaaa"),
+        ("authorization", "Bearer test-token-aaaa-0001"),
         ("content-type", "application/json"),
         ("idempotency-key", "k-1"),
     ];
@@ -385,7 +385,7 @@ async fn bad_input_gets_json_api_errors_and_leaves_nothing_behind() {
     );
     let c = Client::new();
     let url = router.events_url("acct");
-    let auth = ("authorization", "Bearer test-token-aaaa");
+    let auth = ("authorization", "Bearer test-token-aaaa-0001");
     let json_ct = ("content-type", "application/json");
     let good = event("user.created", json!({"data": {"id": "u"}})).to_string();
     let cases: Vec<(&str, String, Vec<(&str, &str)>, String, u16, Option<&str>)> = vec![
@@ -508,7 +508,7 @@ async fn http_and_private_targets_are_refused_unless_allowed() {
     let strict = r#"
 [[accounts]]
 id = "acct"
-token = "test-token-aaaa"
+token = "test-token-aaaa-0001"
 [[endpoints]]
 id = "plain"
 account = "acct"
@@ -567,7 +567,7 @@ dir = "plugins"
 allow_http = true
 [[accounts]]
 id = "acct"
-token = "test-token-aaaa"
+token = "test-token-aaaa-0001"
 [[endpoints]]
 id = "sneaky"
 account = "acct"

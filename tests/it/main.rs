@@ -16,3 +16,4 @@ mod keygen_source;
 mod reliability;
 mod runtime;
 mod scheduled;
+mod security;

@@ -22,10 +22,14 @@ use crate::config::{EndpointSpec, PluginRef, check_id};
 use crate::delivery::AttemptSummary;
 use crate::delivery::envelope::rfc3339;
 use crate::endpoints::StoredEndpoint;
+use crate::policy::guard;
 use crate::registry::LiveEndpoint;
 use crate::signing::{Secret, SecretSet};
 use crate::state::AppState;
 use crate::store::{DeliveryStatus, EventRecord, NewEvent, now_ms};
+
+/// Longest grace period of a rotation.
+const MAX_GRACE: Duration = Duration::from_secs(30 * 86400);
 
 /// Default grace period of the old secret after a rotation.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -137,6 +141,16 @@ fn apply(
         spec.subscriptions = subs;
     }
     if let Some(plugins) = a.plugins {
+        let max_chain = config.plugins.max_chain;
+        if plugins.len() > max_chain {
+            return Err(invalid(
+                format!(
+                    "lists {} plugins; a chain holds at most {max_chain} (the operator's [plugins] max_chain)",
+                    plugins.len()
+                ),
+                "/data/attributes/plugins",
+            ));
+        }
         let mut out = Vec::new();
         for (i, p) in plugins.into_iter().enumerate() {
             rules::check_plugin(i, &p.name, p.config.as_ref()).map_err(field)?;
@@ -201,8 +215,13 @@ fn plugin_warnings(state: &AppState, spec: &EndpointSpec) -> Vec<String> {
 
 /// Binds the plugins (a plugin that rejects its config is a 422 with its
 /// message).
-fn build(state: &AppState, spec: EndpointSpec) -> Result<LiveEndpoint, ApiError> {
-    LiveEndpoint::build(spec, &state.runtime)
+/// Binding instantiates and configures each plugin (CPU work): it runs on
+/// the blocking pool, not on the async workers that serve requests.
+async fn build(state: &AppState, spec: EndpointSpec) -> Result<LiveEndpoint, ApiError> {
+    let runtime = state.runtime.clone();
+    tokio::task::spawn_blocking(move || LiveEndpoint::build(spec, &runtime))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("binding the plugins failed: {e}")))?
         .map_err(|e| invalid(format!("{e}"), "/data/attributes/plugins"))
 }
 
@@ -276,6 +295,9 @@ pub async fn resource(
             "status": status,
             "readOnly": s.from_config,
             "source": if s.from_config { "config" } else { "api" },
+            // Set when the URL policy in force (after a reload or restart
+            // that tightened it) refuses this endpoint: its attempts fail.
+            "policyViolation": guard::check_uri(&ep.uri, &state.url_policy.get()).err().map(|r| r.message),
             "health": {
                 "consecutiveFailures": h.consecutive_failures,
                 "failingSince": opt_time(h.first_failure_ms),
@@ -445,7 +467,7 @@ pub async fn create_doc(
         ))
         .with_pointer("/data/id"));
     }
-    let live = build(state, spec)?;
+    let live = build(state, spec).await?;
     let now = now_ms();
     let stored = StoredEndpoint::from_spec(&live.spec, now, now);
     state
@@ -526,7 +548,7 @@ pub async fn update_doc(
     let ep = find(state, account, id)?;
     let mut spec = ep.spec.clone();
     apply(state, &mut spec, attrs, false)?;
-    let live = Arc::new(build(state, spec)?);
+    let live = Arc::new(build(state, spec).await?);
     let created = state
         .store
         .api_endpoint(account, id)
@@ -621,12 +643,21 @@ pub async fn rotate_doc(
             .map(str::to_string)
     }) {
         None => DEFAULT_GRACE,
-        Some(g) => humantime::parse_duration(&g).map_err(|e| {
-            invalid(
-                format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""),
-                "/data/attributes/grace",
-            )
-        })?,
+        Some(g) => {
+            let d = humantime::parse_duration(&g).map_err(|e| {
+                invalid(
+                    format!("{g:?} is not a duration ({e}); write e.g. \"24h\" or \"0s\""),
+                    "/data/attributes/grace",
+                )
+            })?;
+            if d > MAX_GRACE {
+                return Err(invalid(
+                    format!("{g:?} is longer than the longest grace period, 30 days"),
+                    "/data/attributes/grace",
+                ));
+            }
+            d
+        }
     };
     let new = match attrs.get("secret").and_then(|s| s.as_str()) {
         Some(s) => Secret::parse(s).map_err(|m| invalid(m, "/data/attributes/secret"))?,
@@ -638,7 +669,7 @@ pub async fn rotate_doc(
         return Err(read_only(&ep));
     }
     let now = now_ms();
-    let until = now.saturating_add(grace.as_millis() as i64);
+    let until = now.saturating_add(crate::policy::retry::millis_i64(grace));
     let mut secrets = vec![new.clone()];
     for mut old in ep.spec.secrets.0.iter().cloned() {
         if old.expires_ms.is_some_and(|e| e <= now) || grace.is_zero() {
@@ -649,7 +680,7 @@ pub async fn rotate_doc(
     }
     let mut spec = ep.spec.clone();
     spec.secrets = SecretSet(secrets);
-    let live = Arc::new(build(state, spec)?);
+    let live = Arc::new(build(state, spec).await?);
     let created = state
         .store
         .api_endpoint(account, id)
@@ -810,6 +841,18 @@ pub async fn recover_doc(
         account.to_string(),
         ep.uid,
     );
+    // Events accepted while the endpoint was disabled (by PATCH or
+    // automatically) were not fanned out to it: they have no delivery for
+    // it. Recover delivers those too — the ones it subscribes to, accepted
+    // since it was created (API endpoints; config endpoints have no
+    // creation time).
+    let created_ms = state
+        .store
+        .api_endpoint(account, id)
+        .await
+        .map_err(storage)?
+        .map_or(i64::MIN, |s| s.created_ms);
+    let spec = ep.spec.clone();
     let r = async {
         let mut cursor = None;
         let (mut scanned, mut requeued) = (0, 0);
@@ -830,6 +873,26 @@ pub async fn recover_doc(
                     {
                         requeued += 1;
                     }
+                } else if stored_ms(ev) >= created_ms
+                    && let Some(rec) = state_store.event(&account_s, ev).await?
+                    && spec.subscribes(&rec.event_type)
+                {
+                    let now = now_ms();
+                    let fresh = crate::store::DeliveryRecord {
+                        account: account_s.clone(),
+                        endpoint: spec.id.clone(),
+                        status: DeliveryStatus::Delivering,
+                        attempts: 0,
+                        due_ms: None,
+                        last_status: None,
+                        last_error: None,
+                        updated_ms: now,
+                        reason: None,
+                        output: None,
+                    };
+                    state_store.requeue(ev, uid, fresh, now).await?;
+                    dispatcher.notify(uid);
+                    requeued += 1;
                 }
             }
         }

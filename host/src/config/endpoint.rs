@@ -119,23 +119,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A plugin name as an endpoint refers to it (the file stem in the plugins
-/// folder): 1–64 letters, digits, `-`, `_`, `.`, not starting with `.`
-/// (the folder ignores dotfiles).
+/// A plugin name as an endpoint refers to it: the one rule of
+/// [`crate::plugins::name`] (the file stem in the plugins folder).
 pub fn check_plugin_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{name:?} is not a plugin name: 1 to 64 letters, digits, '-', '_' or '.', not starting with '.' (the file stem in the plugins folder, e.g. \"event-filter\" for event-filter.wasm)"
-        ))
-    }
+    crate::plugins::name::check_name(name)
 }
 
 /// `*`, `family.*` or an exact event type.
@@ -245,7 +232,11 @@ pub fn check_retry_schedule(list: &[String]) -> Result<RetrySchedule, FieldError
     let delays = list
         .iter()
         .enumerate()
-        .map(|(i, s)| duration(s).map_err(|m| FieldError::new(Field::RetrySchedule(Some(i)), m)))
+        .map(|(i, s)| {
+            duration(s)
+                .and_then(|d| crate::policy::retry::check_delay(d).map(|()| d))
+                .map_err(|m| FieldError::new(Field::RetrySchedule(Some(i)), m))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RetrySchedule::fixed(delays))
 }
@@ -299,7 +290,10 @@ mod tests {
     #[test]
     fn one_rule_per_field() {
         assert!(check_plugin_name("slack-notify").is_ok());
-        assert!(check_plugin_name("acme.filter").is_ok());
+        assert!(
+            check_plugin_name("acme.filter").is_err(),
+            "one rule: no dots"
+        );
         for bad in ["", ".hidden", "a/b", "a b", &"x".repeat(65)] {
             assert!(check_plugin_name(bad).is_err(), "{bad:?}");
         }

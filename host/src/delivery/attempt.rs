@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::chain::*;
 use super::endpoint::*;
-use super::sender::Response;
+use super::sender::{Response, SendError};
 use super::*;
 use crate::policy::retry;
 use crate::registry::LiveEndpoint;
@@ -45,7 +45,7 @@ pub(super) enum Prepare {
 
 /// What sending did.
 pub(super) struct Sent {
-    result: Result<Response, String>,
+    result: Result<Response, SendError>,
     latency: Duration,
     at_ms: i64,
 }
@@ -183,7 +183,9 @@ impl Dispatcher {
                 rec.due_ms = None;
                 rec.updated_ms = now;
                 self.record(ep, due, &rec, None, None).await?;
-                self.inner.metrics.delivery(&live.spec.id, "filtered");
+                self.inner
+                    .metrics
+                    .delivery(&live.spec.account, &live.spec.id, "filtered");
                 return Ok(Prepare::Done(AttemptSummary {
                     status: rec.status,
                     http_status: None,
@@ -288,7 +290,9 @@ impl Dispatcher {
         };
         self.record(ep, p.due, &rec, Some(&attempt), state.as_ref())
             .await?;
-        self.inner.metrics.delivery(&live.spec.id, "delivered");
+        self.inner
+            .metrics
+            .delivery(&live.spec.account, &live.spec.id, "delivered");
         debug!(
             status = resp.status,
             latency_ms = latency.as_millis() as u64,
@@ -340,16 +344,21 @@ impl Dispatcher {
                 }
                 (attempt, retry_after)
             }
-            Err(msg) => (
-                AttemptRecord {
-                    at_ms: sent.at_ms,
-                    status: None,
-                    error: Some(msg),
-                    latency_us,
-                    response: Vec::new(),
-                },
-                None,
-            ),
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .delivery_failure(&live.spec.account, &live.spec.id, e.cause());
+                (
+                    AttemptRecord {
+                        at_ms: sent.at_ms,
+                        status: None,
+                        error: Some(e.to_string()),
+                        latency_us,
+                        response: Vec::new(),
+                    },
+                    None,
+                )
+            }
         };
         output.body = body.to_vec();
         self.failed(ep, live, due, rec, Some(output), attempt, retry_after)
@@ -381,7 +390,7 @@ impl Dispatcher {
         match next {
             Some(d) => {
                 rec.status = DeliveryStatus::Failing;
-                rec.due_ms = Some(now + d.as_millis() as i64);
+                rec.due_ms = Some(now.saturating_add(retry::millis_i64(d)));
                 // Plugin output is kept so retries resend the same bytes
                 // without running the plugins again. Without plugins the
                 // body is the default envelope, a pure function of the
@@ -434,7 +443,9 @@ impl Dispatcher {
             DeliveryStatus::Disabled => "disabled",
             _ => "attempt_failed",
         };
-        self.inner.metrics.delivery(&live.spec.id, outcome);
+        self.inner
+            .metrics
+            .delivery(&live.spec.account, &live.spec.id, outcome);
         info!(
             status = ?attempt.status,
             error = attempt.error.as_deref().unwrap_or(""),
@@ -523,7 +534,9 @@ impl Dispatcher {
         rec.updated_ms = attempt.at_ms;
         self.record(ep, due, &rec, Some(&attempt), Some(&state))
             .await?;
-        self.inner.metrics.delivery(&live.spec.id, "disabled");
+        self.inner
+            .metrics
+            .delivery(&live.spec.account, &live.spec.id, "disabled");
         info!(endpoint = %live.spec.id, "endpoint disabled: receiver answered 410 Gone");
         self.disable_pending(ep.uid, reason);
         Ok(AttemptSummary {

@@ -137,7 +137,11 @@ impl Dispatcher {
         };
         let start = std::time::Instant::now();
         let end = tokio::task::spawn_blocking(move || -> Result<ChainEnd, PluginError> {
-            for binding in &chain {
+            let budget = chain[0].chain_deadline();
+            for (i, binding) in chain.iter().enumerate() {
+                if i > 0 && start.elapsed() > budget {
+                    return Err(binding.chain_deadline_error(start.elapsed()));
+                }
                 match binding.call(&pe)? {
                     Outcome::Pass => {}
                     Outcome::Skip(reason) => {

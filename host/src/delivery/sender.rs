@@ -1,6 +1,10 @@
 //! The HTTP client: hyper 1 with hyper-util's keep-alive pool over rustls,
 //! the guarded resolver, a timeout over the whole exchange, no redirects,
-//! and only the first 4 KiB of a response body read.
+//! and only the first 4 KiB of a response body read. Every attempt is
+//! checked against the URL policy in force first (so a reload that tightens
+//! it applies to stored endpoints and to IP literals, which skip the
+//! resolver). Failures are typed ([`SendError`]) so `/metrics` counts them
+//! by cause.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +15,45 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::policy::guard::{GuardedResolver, UrlPolicy};
+use crate::policy::guard::{GuardedResolver, LivePolicy, ResolveError, Rule};
+
+/// Why an HTTP exchange produced no response.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// No complete response head within the endpoint's timeout.
+    #[error("timed out after {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The URL policy in force refuses the URL or every address it
+    /// resolves to; `rule` names the `[delivery]` setting involved.
+    #[error("refused by the URL policy ({}): {message}", rule.as_str())]
+    Refused { rule: Rule, message: String },
+    /// The host name did not resolve.
+    #[error("{0}")]
+    Dns(String),
+    /// The TCP connection failed (refused, reset, unreachable).
+    #[error("{0}")]
+    Connect(String),
+    /// The TLS handshake failed (certificate, protocol).
+    #[error("{0}")]
+    Tls(String),
+    /// The connection broke or the receiver spoke broken HTTP.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl SendError {
+    /// The `cause` label of `switchyard_delivery_failures_total`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            SendError::Timeout(_) => "timeout",
+            SendError::Refused { .. } => "refused",
+            SendError::Dns(_) => "dns",
+            SendError::Connect(_) => "connect",
+            SendError::Tls(_) => "tls",
+            SendError::Protocol(_) => "protocol",
+        }
+    }
+}
 
 /// Bytes of a response body kept in the attempt log.
 pub const EXCERPT: usize = 4096;
@@ -26,7 +68,21 @@ pub struct Response {
 
 #[derive(Clone)]
 pub struct Sender {
-    client: Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>,
+    /// The client and the policy generation its pool was opened under: a
+    /// changed policy starts a new pool, so no connection opened under the
+    /// old policy (to an address it allowed) is reused.
+    client: std::sync::Arc<std::sync::RwLock<(HttpClient, u64)>>,
+    connector: HttpsConnector<HttpConnector<GuardedResolver>>,
+    policy: LivePolicy,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector<GuardedResolver>>, Full<Bytes>>;
+
+fn client(connector: &HttpsConnector<HttpConnector<GuardedResolver>>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(512)
+        .build(connector.clone())
 }
 
 pub const USER_AGENT: &str = concat!("Switchyard/", env!("CARGO_PKG_VERSION"), " (+webhooks)");
@@ -34,7 +90,7 @@ pub const USER_AGENT: &str = concat!("Switchyard/", env!("CARGO_PKG_VERSION"), "
 impl Sender {
     /// A client that follows `policy` and trusts the web PKI roots plus the
     /// certificates in `ca_file`, if given.
-    pub fn new(policy: UrlPolicy, ca_file: Option<&std::path::Path>) -> anyhow::Result<Sender> {
+    pub fn new(policy: LivePolicy, ca_file: Option<&std::path::Path>) -> anyhow::Result<Sender> {
         use anyhow::Context as _;
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -55,40 +111,59 @@ impl Sender {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let mut http = HttpConnector::new_with_resolver(GuardedResolver {
-            allow_private_networks: policy.allow_private_networks,
+            policy: policy.clone(),
         });
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(10)));
         let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
-        let https = if policy.allow_http {
-            builder.https_or_http().enable_http1().wrap_connector(http)
-        } else {
-            builder.https_only().enable_http1().wrap_connector(http)
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(512)
-            .build(https);
-        Ok(Sender { client })
+        // `allow_http` is checked per attempt (`check_uri`), so a reload
+        // can change it.
+        let https = builder.https_or_http().enable_http1().wrap_connector(http);
+        let generation = policy.versioned().1;
+        Ok(Sender {
+            client: std::sync::Arc::new(std::sync::RwLock::new((client(&https), generation))),
+            connector: https,
+            policy,
+        })
     }
 
-    /// POSTs `body` and returns the status and a body excerpt, or an error
-    /// message (timeout, connection refused, TLS, refused address).
+    /// POSTs `body` and returns the status and a body excerpt, or why not.
     pub async fn post(
         &self,
         uri: &http::Uri,
         headers: http::HeaderMap,
         body: Bytes,
         timeout: Duration,
-    ) -> (Result<Response, String>, Duration) {
+    ) -> (Result<Response, SendError>, Duration) {
         let start = Instant::now();
+        let (policy, generation) = self.policy.versioned();
+        if let Err(r) = crate::policy::guard::check_uri(uri, &policy) {
+            let e = SendError::Refused {
+                rule: r.rule,
+                message: r.message,
+            };
+            return (Err(e), start.elapsed());
+        }
         let mut req = http::Request::new(Full::new(body));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers;
+        let http = {
+            let cur = self.client.read().unwrap_or_else(|p| p.into_inner());
+            if cur.1 == generation {
+                cur.0.clone()
+            } else {
+                drop(cur);
+                let mut w = self.client.write().unwrap_or_else(|p| p.into_inner());
+                if w.1 != generation {
+                    *w = (client(&self.connector), generation);
+                }
+                w.0.clone()
+            }
+        };
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(describe_error)?;
+            let resp = http.request(req).await.map_err(describe_error)?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
@@ -117,23 +192,54 @@ impl Sender {
         };
         let result = match tokio::time::timeout(timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(format!(
-                "timed out after {}",
-                humantime::format_duration(timeout)
-            )),
+            Err(_) => Err(SendError::Timeout(timeout)),
         };
         (result, start.elapsed())
     }
 }
 
-fn describe_error(e: hyper_util::client::legacy::Error) -> String {
+fn describe_error(e: hyper_util::client::legacy::Error) -> SendError {
     use std::error::Error as _;
     let mut msg = e.to_string();
+    let mut resolve: Option<&ResolveError> = None;
+    let mut tls = false;
+    let mut io = false;
     let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
+        if let Some(r) = s.downcast_ref::<ResolveError>() {
+            resolve = Some(r);
+        }
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            tls = true;
+        }
+        if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
+            io = true;
+            if ioe
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                tls = true;
+            }
+        }
         src = s.source();
     }
-    msg
+    if let Some(r) = resolve {
+        return if r.refused {
+            SendError::Refused {
+                rule: Rule::PrivateNetwork,
+                message: msg,
+            }
+        } else {
+            SendError::Dns(msg)
+        };
+    }
+    if tls {
+        SendError::Tls(msg)
+    } else if e.is_connect() || io && !msg.contains("connection closed") {
+        SendError::Connect(msg)
+    } else {
+        SendError::Protocol(msg)
+    }
 }

@@ -236,14 +236,53 @@ impl HostMonotonicClock for FrozenMonotonicClock {
     }
 }
 
+/// Log bytes one call may write to the host's log; past it lines are
+/// dropped and counted (one warning per call says how many).
+pub(crate) const LOG_BYTES_PER_CALL: usize = 64 << 10;
+
 /// Per-store state: the (empty) WASI context, the limiter, the plugin's name
-/// for its log lines, and the last panic message it logged.
+/// for its log lines, the last panic message it logged, and this call's log
+/// budget.
 pub(crate) struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     plugin: Arc<str>,
     pub(crate) panic_message: Option<String>,
+    log_bytes: usize,
+    log_dropped_lines: u64,
+    log_dropped_bytes: u64,
+}
+
+impl State {
+    /// Resets the per-call log budget.
+    pub(crate) fn begin_call(&mut self) {
+        self.log_bytes = 0;
+        self.log_dropped_lines = 0;
+        self.log_dropped_bytes = 0;
+    }
+
+    /// Lines and bytes of log dropped by the call that just ended.
+    pub(crate) fn log_dropped(&self) -> (u64, u64) {
+        (self.log_dropped_lines, self.log_dropped_bytes)
+    }
+}
+
+/// Escapes control characters (newlines, ANSI escapes) so a plugin cannot
+/// forge log lines or drive the operator's terminal.
+fn escape_controls(message: &str) -> String {
+    if !message.chars().any(char::is_control) {
+        return message.to_string();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl WasiView for State {
@@ -261,8 +300,19 @@ impl bindings::switchyard::plugin::log::Host for State {
     fn log(&mut self, level: bindings::switchyard::plugin::log::Level, message: String) {
         use bindings::switchyard::plugin::log::Level;
         let plugin = &*self.plugin;
+        if self.log_bytes.saturating_add(message.len()) > LOG_BYTES_PER_CALL {
+            self.log_dropped_lines += 1;
+            self.log_dropped_bytes += message.len() as u64;
+            if matches!(level, Level::Error) {
+                if let Some(p) = message.strip_prefix("panic: ") {
+                    self.panic_message = Some(escape_controls(p));
+                }
+            }
+            return;
+        }
+        self.log_bytes += message.len();
         // Cap what one line can put in the host's logs.
-        let mut message = message;
+        let mut message = escape_controls(&message);
         if message.len() > 8192 {
             let mut cut = 8192;
             while !message.is_char_boundary(cut) {
@@ -292,7 +342,6 @@ pub(crate) fn new_store(engine: &Engine, plugin: &Arc<str>, memory_limit: usize)
     let wasi = WasiCtx::builder()
         .wall_clock(FrozenWallClock)
         .monotonic_clock(FrozenMonotonicClock)
-        .allow_blocking_current_thread(true)
         .build();
     let state = State {
         wasi,
@@ -303,6 +352,9 @@ pub(crate) fn new_store(engine: &Engine, plugin: &Arc<str>, memory_limit: usize)
         },
         plugin: plugin.clone(),
         panic_message: None,
+        log_bytes: 0,
+        log_dropped_lines: 0,
+        log_dropped_bytes: 0,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -310,10 +362,54 @@ pub(crate) fn new_store(engine: &Engine, plugin: &Arc<str>, memory_limit: usize)
     store
 }
 
-/// The linker: WASI p2 (sync) plus the `log` import.
+/// A pollable that is always ready.
+struct Ready;
+
+impl wasmtime_wasi::p2::Pollable for Ready {
+    fn ready<'a, 'b>(
+        &'a mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(async {})
+    }
+}
+
+/// The WASI version whose monotonic clock the linker replaces (the one
+/// `wasmtime-wasi` defines; guests importing older 0.2 versions match it).
+const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// The linker: WASI p2 (sync) plus the `log` import. The monotonic clock's
+/// timers are replaced: with the clock frozen, a timer is ready at once, so
+/// a guest that sleeps (`std::thread::sleep`, a poll on a timer) does not
+/// block its thread in a host call the epoch deadline cannot interrupt; a
+/// guest that sleeps in a loop spins and meets its CPU deadline.
 pub(crate) fn make_linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    linker.allow_shadowing(true);
+    {
+        use wasmtime::StoreContextMut;
+        use wasmtime::component::Resource;
+        use wasmtime_wasi::p2::DynPollable;
+        fn ready(mut cx: StoreContextMut<'_, State>) -> wasmtime::Result<Resource<DynPollable>> {
+            let table = &mut cx.data_mut().table;
+            let r = table.push(Ready)?;
+            wasmtime_wasi::p2::subscribe(table, r)
+        }
+        let mut clock = linker.instance(WASI_CLOCKS)?;
+        clock.func_wrap(
+            "subscribe-duration",
+            |cx: StoreContextMut<'_, State>, (_d,): (u64,)| Ok((ready(cx)?,)),
+        )?;
+        clock.func_wrap(
+            "subscribe-instant",
+            |cx: StoreContextMut<'_, State>, (_t,): (u64,)| Ok((ready(cx)?,)),
+        )?;
+    }
+    linker.allow_shadowing(false);
     PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)
 }

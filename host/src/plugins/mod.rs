@@ -6,6 +6,7 @@
 //! * `cache` — compile once, cache compiled artifacts on disk;
 //! * `runtime` — [`PluginRuntime`] (registry, loads, swaps) and [`Binding`]
 //!   (a plugin bound to one configuration, with its warm instance pool);
+//! * `name` — the one rule for plugin names (loader, API, config);
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
 //! * `suggest` — "did you mean …?" for plugin names that are not loaded;
@@ -14,6 +15,7 @@
 mod cache;
 pub mod cli;
 mod engine;
+pub mod name;
 mod output;
 mod runtime;
 pub mod suggest;

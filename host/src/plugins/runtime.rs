@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
+use enum_map::EnumMap;
 use wasmtime::Store;
 use wasmtime::component::Component;
 
@@ -49,6 +50,8 @@ pub struct RuntimeStats {
     pub load_failures: u64,
     pub calls: u64,
     pub call_errors: u64,
+    /// Plugin log lines dropped over the per-call log budget.
+    pub log_lines_dropped: u64,
     /// Call errors by kind (`PluginErrorKind::as_str`), only non-zero ones.
     pub call_errors_by_kind: Vec<(&'static str, u64)>,
     /// Whether the pooling allocator is in use.
@@ -66,19 +69,6 @@ pub struct LoadReport {
     pub exports: Vec<String>,
 }
 
-const KINDS: [PluginErrorKind; 10] = [
-    PluginErrorKind::NotLoaded,
-    PluginErrorKind::NotAComponent,
-    PluginErrorKind::WrongWorld,
-    PluginErrorKind::BadConfig,
-    PluginErrorKind::BadInput,
-    PluginErrorKind::Internal,
-    PluginErrorKind::Trap,
-    PluginErrorKind::Deadline,
-    PluginErrorKind::OutOfMemory,
-    PluginErrorKind::InvalidOutput,
-];
-
 #[derive(Default)]
 struct Counters {
     compiles: AtomicU64,
@@ -86,7 +76,9 @@ struct Counters {
     reloads: AtomicU64,
     load_failures: AtomicU64,
     calls: AtomicU64,
-    errors: [AtomicU64; 10],
+    log_lines_dropped: AtomicU64,
+    /// Call errors, one counter per kind (exhaustive by construction).
+    errors: EnumMap<PluginErrorKind, AtomicU64>,
 }
 
 pub(crate) struct Version {
@@ -124,7 +116,13 @@ pub(crate) struct Inner {
     options: RuntimeOptions,
     pooling: bool,
     deadline_ticks: u64,
+    /// One slot per plugin *file* that was loaded or failed to load. Names
+    /// that only appear in bindings create no slot (a binding to a name not
+    /// loaded yet waits in `unbound`), so the API cannot grow this map.
     slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Bindings whose plugin has no slot yet; adopted by the slot when a
+    /// file of that name loads. Dead entries are pruned as the list doubles.
+    unbound: Mutex<Unbound>,
     counters: Counters,
     /// Idle warm instances held, and how many may be (pool slots must stay
     /// free for calls that need a fresh instance).
@@ -137,6 +135,24 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct PluginRuntime {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Bindings waiting for their plugin's first load.
+#[derive(Default)]
+struct Unbound {
+    list: Vec<Weak<BindingInner>>,
+    /// Prune dead entries when the list reaches this length.
+    prune_at: usize,
+}
+
+impl Unbound {
+    fn push(&mut self, b: Weak<BindingInner>) {
+        if self.list.len() >= self.prune_at {
+            self.list.retain(|w| w.strong_count() > 0);
+            self.prune_at = (self.list.len() * 2).max(64);
+        }
+        self.list.push(b);
+    }
 }
 
 /// A configured instance ready for calls.
@@ -199,9 +215,16 @@ impl Drop for Bound {
 
 pub(crate) struct BindingInner {
     rt: Arc<Inner>,
-    slot: Arc<Slot>,
+    name: Arc<str>,
+    /// Set once a file of this name has loaded (or failed to).
+    slot: OnceLock<Arc<Slot>>,
     config: String,
     bound: RwLock<Option<Arc<Bound>>>,
+    /// Calls running now: one binding (an endpoint's use of a plugin) may
+    /// hold at most a quarter of the instance pool, so one endpoint with a
+    /// high `maxInFlight` cannot take every instance from the others.
+    running: Mutex<usize>,
+    slot_freed: std::sync::Condvar,
 }
 
 /// A plugin bound to one configuration (one endpoint's use of a plugin).
@@ -228,28 +251,43 @@ pub(crate) fn plugin_file_name(path: &Path) -> Option<String> {
 }
 
 impl Inner {
+    /// The slot of a plugin file, created on its first load (or failed
+    /// load). Only file loads call this: binding a name creates no state.
     fn slot(&self, name: &str) -> Arc<Slot> {
         if let Some(s) = self.slots.read().unwrap().get(name) {
             return s.clone();
         }
         let mut slots = self.slots.write().unwrap();
-        slots
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Slot {
-                    name: Arc::from(name),
-                    current: RwLock::new(None),
-                    status: Mutex::new(SlotStatus::default()),
-                    bindings: Mutex::new(Vec::new()),
-                    loading: Mutex::new(()),
-                })
-            })
-            .clone()
+        if let Some(s) = slots.get(name) {
+            return s.clone();
+        }
+        let slot = Arc::new(Slot {
+            name: Arc::from(name),
+            current: RwLock::new(None),
+            status: Mutex::new(SlotStatus::default()),
+            bindings: Mutex::new(Vec::new()),
+            loading: Mutex::new(()),
+        });
+        slots.insert(name.to_string(), slot.clone());
+        // Adopt the bindings that were waiting for this name (under the
+        // slots write lock, so `bind` cannot miss the new slot).
+        let mut unbound = self.unbound.lock().unwrap();
+        let mut adopted = slot.bindings.lock().unwrap();
+        unbound.list.retain(|w| match w.upgrade() {
+            None => false,
+            Some(b) if &*b.name == name => {
+                let _ = b.slot.set(slot.clone());
+                adopted.push(w.clone());
+                false
+            }
+            Some(_) => true,
+        });
+        drop(adopted);
+        slot
     }
 
     fn count_error(&self, e: &PluginError) {
-        let i = KINDS.iter().position(|k| *k == e.kind).unwrap_or(0);
-        self.counters.errors[i].fetch_add(1, Ordering::Relaxed);
+        self.counters.errors[e.kind].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A new store + instance of `version`, configured with `config`.
@@ -556,6 +594,7 @@ impl PluginRuntime {
                 options,
                 pooling,
                 slots: RwLock::new(HashMap::new()),
+                unbound: Mutex::new(Unbound::default()),
                 counters: Counters::default(),
                 idle_total: Arc::new(AtomicUsize::new(0)),
                 idle_budget,
@@ -613,6 +652,21 @@ impl PluginRuntime {
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
+        if let Err(why) = super::name::check_name(&name) {
+            let e = PluginError::new(
+                &name,
+                PluginErrorKind::NotLoaded,
+                format!(
+                    "{why}; rename the file, e.g. `mv {:?} {:?}`",
+                    path.display().to_string(),
+                    path.with_file_name(format!("{}.wasm", super::name::suggest(&name)))
+                        .display()
+                        .to_string()
+                ),
+            );
+            self.inner.record_failure(&name, &e);
+            return Err(e);
+        }
         let result = match std::fs::read(path) {
             Ok(bytes) => self.inner.load_bytes(&name, &bytes),
             Err(e) => Err(PluginError::new(
@@ -670,13 +724,34 @@ impl PluginRuntime {
         } else {
             config.to_string()
         };
-        let slot = self.inner.slot(plugin);
+        super::name::check_name(plugin)
+            .map_err(|m| PluginError::new(plugin, PluginErrorKind::BadConfig, m))?;
         let inner = Arc::new(BindingInner {
             rt: self.inner.clone(),
-            slot: slot.clone(),
+            name: Arc::from(plugin),
+            slot: OnceLock::new(),
             config,
             bound: RwLock::new(None),
+            running: Mutex::new(0),
+            slot_freed: std::sync::Condvar::new(),
         });
+        let slot = {
+            let slots = self.inner.slots.read().unwrap();
+            match slots.get(plugin) {
+                Some(s) => s.clone(),
+                None => {
+                    // Not loaded (no file of that name yet): the binding
+                    // waits, holding no slot; calls fail with NotLoaded.
+                    self.inner
+                        .unbound
+                        .lock()
+                        .unwrap()
+                        .push(Arc::downgrade(&inner));
+                    return Ok(Binding { inner });
+                }
+            }
+        };
+        let _ = inner.slot.set(slot.clone());
         if let Some(version) = slot.current() {
             let warm = self
                 .inner
@@ -730,9 +805,9 @@ impl PluginRuntime {
 
     pub fn stats(&self) -> RuntimeStats {
         let c = &self.inner.counters;
-        let by_kind: Vec<(&'static str, u64)> = KINDS
+        let by_kind: Vec<(&'static str, u64)> = c
+            .errors
             .iter()
-            .zip(&c.errors)
             .map(|(k, n)| (k.as_str(), n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
@@ -743,6 +818,7 @@ impl PluginRuntime {
             load_failures: c.load_failures.load(Ordering::Relaxed),
             calls: c.calls.load(Ordering::Relaxed),
             call_errors: by_kind.iter().map(|(_, n)| n).sum(),
+            log_lines_dropped: c.log_lines_dropped.load(Ordering::Relaxed),
             call_errors_by_kind: by_kind,
             pooling: self.inner.pooling,
         }
@@ -751,7 +827,28 @@ impl PluginRuntime {
 
 impl Binding {
     pub fn plugin(&self) -> &str {
-        &self.inner.slot.name
+        &self.inner.name
+    }
+
+    /// The wall-clock budget of a whole chain (`[plugins] chain_deadline`).
+    pub fn chain_deadline(&self) -> Duration {
+        self.inner.rt.settings.chain_deadline
+    }
+
+    /// The error of a chain stopped before this plugin because it ran past
+    /// [`Binding::chain_deadline`] (counted as a `deadline` error).
+    pub fn chain_deadline_error(&self, elapsed: Duration) -> PluginError {
+        let e = PluginError::new(
+            &*self.inner.name,
+            PluginErrorKind::Deadline,
+            format!(
+                "the plugin chain ran {} ms, past its budget of {} ms ([plugins] chain_deadline), before this plugin",
+                elapsed.as_millis(),
+                self.chain_deadline().as_millis()
+            ),
+        );
+        self.inner.rt.count_error(&e);
+        e
     }
 
     /// The configuration (JSON text) this binding passes to `configure`.
@@ -772,12 +869,12 @@ impl Binding {
     }
 
     fn bound(&self) -> Result<Arc<Bound>, PluginError> {
-        let slot = &self.inner.slot;
-        let Some(version) = slot.current() else {
+        let name = &self.inner.name;
+        let Some(version) = self.inner.slot.get().and_then(|s| s.current()) else {
             return Err(PluginError::new(
-                &*slot.name,
+                &**name,
                 PluginErrorKind::NotLoaded,
-                format!("no plugin named {:?} is loaded", &*slot.name),
+                format!("no plugin named {:?} is loaded", &**name),
             ));
         };
         if let Some(b) = &*self.inner.bound.read().unwrap()
@@ -796,9 +893,37 @@ impl Binding {
         }
     }
 
+    /// Most calls of one binding at once.
+    fn max_running(&self) -> usize {
+        (self.inner.rt.options.pool_instances as usize / 4).max(2)
+    }
+
+    /// Waits (at most [`SHARE_WAIT`]) for this binding's share of the pool.
+    fn enter(&self) -> Result<RunningGuard<'_>, PluginError> {
+        let max = self.max_running();
+        let mut n = self.inner.running.lock().unwrap();
+        let deadline = std::time::Instant::now() + SHARE_WAIT;
+        while *n >= max {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(PluginError::new(
+                    &*self.inner.name,
+                    PluginErrorKind::Internal,
+                    format!(
+                        "this endpoint already runs {max} calls of the plugin at once (its share of the instance pool); the delivery is retried"
+                    ),
+                ));
+            }
+            n = self.inner.slot_freed.wait_timeout(n, left).unwrap().0;
+        }
+        *n += 1;
+        Ok(RunningGuard(&self.inner))
+    }
+
     fn call_inner(&self, event: &PluginEvent) -> Result<Outcome, PluginError> {
+        let _share = self.enter()?;
         let rt = &*self.inner.rt;
-        let name = &self.inner.slot.name;
+        let name = &self.inner.name;
         let bound = self.bound()?;
         if let Some(e) = bound.config_error.get() {
             return Err(e.clone());
@@ -830,8 +955,22 @@ impl Binding {
             payload: event.payload.clone(),
         };
         warm.store.data_mut().limiter.denied = false;
+        warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(rt.deadline_ticks);
         let result = warm.plugin.call_handle(&mut warm.store, &ev);
+        let (lines, bytes) = warm.store.data().log_dropped();
+        if lines > 0 {
+            rt.counters
+                .log_lines_dropped
+                .fetch_add(lines, Ordering::Relaxed);
+            tracing::warn!(
+                plugin = &**name,
+                dropped_lines = lines,
+                dropped_bytes = bytes,
+                budget_bytes = engine::LOG_BYTES_PER_CALL,
+                "plugin log output over its per-call budget; lines dropped"
+            );
+        }
         let outcome = match result {
             Ok(r) => {
                 if rt.options.warm_instances {
@@ -865,6 +1004,19 @@ impl Binding {
         };
         output::validate(name, &outcome, rt.settings.max_output)?;
         Ok(outcome)
+    }
+}
+
+/// How long a call waits for its binding's share of the instance pool.
+const SHARE_WAIT: Duration = Duration::from_secs(1);
+
+/// Frees a binding's running place.
+struct RunningGuard<'a>(&'a BindingInner);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap() -= 1;
+        self.0.slot_freed.notify_one();
     }
 }
 

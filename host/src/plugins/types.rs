@@ -36,8 +36,10 @@ pub enum Outcome {
     },
 }
 
-/// Why a plugin could not be loaded or called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a plugin could not be loaded or called. Derives `enum_map::Enum`, so
+/// per-kind counters (`EnumMap<PluginErrorKind, _>`) have a slot for every
+/// kind by construction: a new kind is counted without further edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, enum_map::Enum)]
 pub enum PluginErrorKind {
     /// No plugin of that name is loaded (or the file does not exist).
     NotLoaded,
@@ -126,6 +128,8 @@ pub struct RuntimeSettings {
     /// Where compiled components are cached (`<data_dir>/plugin-cache`);
     /// `None` disables the cache.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Wall-clock budget of one delivery's whole chain. Default 500 ms.
+    pub chain_deadline: Duration,
 }
 
 impl Default for RuntimeSettings {
@@ -135,6 +139,7 @@ impl Default for RuntimeSettings {
             memory_limit: 32 << 20,
             max_output: 5 << 20,
             cache_dir: None,
+            chain_deadline: Duration::from_millis(500),
         }
     }
 }

@@ -5,6 +5,25 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// Longest delay between two attempts (router.toml and the API alike).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 86400);
+
+/// Checks one retry delay against [`MAX_RETRY_DELAY`].
+pub fn check_delay(d: Duration) -> Result<(), String> {
+    if d > MAX_RETRY_DELAY {
+        return Err(format!(
+            "{} is longer than the longest retry delay, 7 days",
+            humantime::format_duration(d)
+        ));
+    }
+    Ok(())
+}
+
+/// Milliseconds of `d` as an `i64`, saturating (for adding to a timestamp).
+pub fn millis_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Delays between attempts. `delays[n]` is the wait after failed attempt
 /// `n + 1`; when they run out the delivery has failed for good.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

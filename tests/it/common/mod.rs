@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-pub const TOKEN: &str = "test-token-aaaa";
+pub const TOKEN: &str = "test-token-aaaa-0001";
 pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 /// A fixed Keygen signing seed for tests (RFC 8032 test key 1).
 pub const KEYGEN_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -524,7 +524,7 @@ pub async fn post_until_acked(
 ) -> u64 {
     let body = serde_json::json!({"event": kind, "payload": {"data": {"id": key}}}).to_string();
     let headers = [
-        ("authorization", "Bearer test-token-aaaa"),
+        ("authorization", "Bearer test-token-aaaa-0001"),
         ("content-type", "application/json"),
         ("idempotency-key", key),
     ];

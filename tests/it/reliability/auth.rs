@@ -100,7 +100,12 @@ async fn auth_on_every_route() {
             401,
             401,
         ),
-        ("token without scheme", Some("test-token-aaaa"), 401, 401),
+        (
+            "token without scheme",
+            Some("test-token-aaaa-0001"),
+            401,
+            401,
+        ),
         ("wrong token", Some("Bearer test-token-aaab"), 401, 401),
         (
             "prefix of the token",
@@ -122,7 +127,7 @@ async fn auth_on_every_route() {
         ),
         (
             "account token on an admin route",
-            Some("Bearer test-token-aaaa"),
+            Some("Bearer test-token-aaaa-0001"),
             0,
             401,
         ),
@@ -215,7 +220,7 @@ async fn auth_on_every_route() {
 #[test]
 fn token_comparison_is_constant_time_by_construction() {
     use switchyard::signing::constant_time_eq;
-    let t = "test-token-aaaa";
+    let t = "test-token-aaaa-0001";
     assert!(constant_time_eq(t, t));
     for wrong in [
         "",

@@ -253,7 +253,11 @@ async fn ten_thousand_idle_connections() {
     let (soft, hard) = nofile_limits();
     eprintln!("RLIMIT_NOFILE of the test process: soft={soft} hard={hard}");
     let rx = Receiver::ok().await;
-    let config = base_config("header_timeout = \"30s\"") + &endpoint("e", &rx.url("/e"), "");
+    // All clients are on 127.0.0.1 here: lift the per-client cap (and the
+    // total) so the test measures holding 10,000 connections.
+    let config = base_config(
+        "header_timeout = \"30s\"\nmax_connections = 20000\nmax_connections_per_client = 20000",
+    ) + &endpoint("e", &rx.url("/e"), "");
     let mut router = Router::start(&config, &[]);
     let router_limit =
         std::fs::read_to_string(format!("/proc/{}/limits", pid(&router))).unwrap_or_default();

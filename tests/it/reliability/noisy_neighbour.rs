@@ -64,7 +64,7 @@ pub(super) async fn measure_phase(router: &Router, rx: &Receiver, kind: &str, ta
                         "POST",
                         &url,
                         &[
-                            ("authorization", "Bearer test-token-aaaa"),
+                            ("authorization", "Bearer test-token-aaaa-0001"),
                             ("content-type", "application/json"),
                         ],
                         body,

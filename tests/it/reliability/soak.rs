@@ -53,7 +53,7 @@ async fn restart_with_backlog() {
                         "POST",
                         &url,
                         &[
-                            ("authorization", "Bearer test-token-aaaa"),
+                            ("authorization", "Bearer test-token-aaaa-0001"),
                             ("content-type", "application/json"),
                         ],
                         body,

@@ -29,7 +29,7 @@ async fn ssrf_targets_are_refused() {
         ("unspecified", "https://0.0.0.0/x"),
         ("localhost", "https://localhost/x"),
     ];
-    let mut text = String::from("[[accounts]]\nid = \"acct\"\ntoken = \"test-token-aaaa\"\n");
+    let mut text = String::from("[[accounts]]\nid = \"acct\"\ntoken = \"test-token-aaaa-0001\"\n");
     for (id, url) in literals {
         text += &format!(
             "[[endpoints]]\nid = \"{id}\"\naccount = \"acct\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n"
@@ -72,7 +72,7 @@ dir = "plugins"
 allow_http = true
 [[accounts]]
 id = "acct"
-token = "test-token-aaaa"
+token = "test-token-aaaa-0001"
 "#
     ) + &NAMES
         .iter()
@@ -96,7 +96,7 @@ token = "test-token-aaaa"
                 "POST",
                 &router.url("/v1/accounts/acct/webhook-endpoints"),
                 &[
-                    ("authorization", "Bearer test-token-aaaa"),
+                    ("authorization", "Bearer test-token-aaaa-0001"),
                     ("content-type", "application/vnd.api+json"),
                 ],
                 body.to_string(),

@@ -10,6 +10,11 @@
 //! - `alloc`: allocates without bound;
 //! - `huge`: replaces the body with `size` bytes (default 10 MiB);
 //! - `reject`: rejects its configuration;
+//! - `sleep`: sleeps 5 s (WASI monotonic-clock subscribe + block), loops
+//!   that 10 times, then passes;
+//! - `spin`: counts to `size` (a CPU cost that ends), then passes;
+//! - `spam-log`: logs 2,000 lines of 8 KiB, each with a newline and a forged
+//!   log line in it, then passes;
 //! - `transform`: a realistic transform for benchmarks: parses the Keygen
 //!   payload and replaces the body with a Segment-style `track` call
 //!   ([`transform`], also callable natively).
@@ -64,6 +69,29 @@ impl Plugin for Misbehave {
                 loop {
                     x = std::hint::black_box(x.wrapping_add(1));
                 }
+            }
+            "sleep" => {
+                for _ in 0..10 {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                }
+                Ok(Outcome::Pass)
+            }
+            "spin" => {
+                let mut x: u64 = 0;
+                for _ in 0..self.size {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+                Ok(Outcome::Pass)
+            }
+            "spam-log" => {
+                let line = format!(
+                    "spam\n2026-01-01T00:00:00Z  INFO switchyard: forged line \u{1b}[31m{}",
+                    "x".repeat(8000)
+                );
+                for _ in 0..2000 {
+                    switchyard_guest::log::info(&line);
+                }
+                Ok(Outcome::Pass)
             }
             "alloc" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
