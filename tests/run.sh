@@ -25,6 +25,8 @@ if ! python3 -c 'import standardwebhooks, svix, segment.analytics, amplitude, cr
     python3 -m pip install --quiet --disable-pip-version-check -r tests/ecosystem/requirements.txt
 fi
 
+bash tests/ci/polyglot.sh
+
 echo "== cargo test"
 cargo test --release --workspace
 

@@ -62,6 +62,17 @@ pub struct PluginsConfig {
     pub deadline: Duration,
     pub memory_limit: usize,
     pub max_output: usize,
+    /// `[plugins.limits.<name>]`: one plugin's own limits.
+    pub limits: std::collections::HashMap<String, PluginLimitsConfig>,
+}
+
+/// `[plugins.limits.<name>]` (each key optional; the `[plugins]` value
+/// otherwise): `memory = "64MiB"`, `deadline = "200ms"`, `pool_size = 2`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginLimitsConfig {
+    pub memory: Option<usize>,
+    pub deadline: Option<Duration>,
+    pub pool_size: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +252,16 @@ struct RawPlugins {
     deadline: Option<String>,
     memory_limit: Option<String>,
     max_output: Option<String>,
+    #[serde(default)]
+    limits: std::collections::BTreeMap<String, RawPluginLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPluginLimits {
+    memory: Option<String>,
+    deadline: Option<String>,
+    pool_size: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -534,7 +555,45 @@ impl Config {
             deadline: c.duration("plugins.deadline", &p.deadline, Duration::from_millis(50)),
             memory_limit: c.size("plugins.memory_limit", &p.memory_limit, 32 << 20) as usize,
             max_output: c.size("plugins.max_output", &p.max_output, 5 << 20) as usize,
+            limits: Default::default(),
         };
+        let mut plugins = plugins;
+        for (name, l) in &p.limits {
+            let loc = format!("plugins.limits.{name}");
+            let limits = PluginLimitsConfig {
+                memory: l.memory.as_ref().map(|_| {
+                    c.size(
+                        &format!("{loc}.memory"),
+                        &l.memory,
+                        plugins.memory_limit as u64,
+                    ) as usize
+                }),
+                deadline: l
+                    .deadline
+                    .as_ref()
+                    .map(|_| c.duration(&format!("{loc}.deadline"), &l.deadline, plugins.deadline)),
+                pool_size: l.pool_size,
+            };
+            if limits
+                .memory
+                .is_some_and(|m| !(1 << 20..=4 << 30).contains(&m))
+            {
+                c.err(
+                    format!("{loc}.memory"),
+                    "write between \"1MiB\" and \"4GiB\"",
+                );
+            }
+            if limits
+                .deadline
+                .is_some_and(|d| d.is_zero() || d > Duration::from_secs(60))
+            {
+                c.err(
+                    format!("{loc}.deadline"),
+                    "write between \"1ms\" and \"60s\"",
+                );
+            }
+            plugins.limits.insert(name.clone(), limits);
+        }
 
         // [delivery]
         let d = &raw.delivery;

@@ -8,13 +8,15 @@
 //!   (a plugin bound to one configuration, with its warm instance pool);
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
-//! * `cli` — `switchyard plugin run` / `plugin check`.
+//! * `cli` — `switchyard plugin run` / `plugin check`;
+//! * `scaffold` — `switchyard plugin new` (project templates per language).
 
 mod cache;
 pub mod cli;
 mod engine;
 mod output;
 mod runtime;
+pub mod scaffold;
 mod types;
 mod watch;
 
