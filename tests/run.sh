@@ -32,3 +32,7 @@ cargo test --release --workspace
 
 echo "== docs/PLUGINS.md tutorial"
 bash tests/docs/plugins_tutorial.sh target/release/switchyard
+
+echo "== docs/PLUGINS.md Python and JavaScript tutorials"
+bash tests/docs/polyglot_tutorial.sh target/release/switchyard python
+bash tests/docs/polyglot_tutorial.sh target/release/switchyard js

@@ -47,14 +47,13 @@ fi
 
 log="$scratch/tutorial.log"
 echo "polyglot_tutorial.sh: running the $lang tutorial from $doc"
+# `switchyard` on PATH as the reader has it; a watchdog for the waits.
+mkdir -p "$scratch/bin"
+ln -s "$bin" "$scratch/bin/switchyard"
 (
     cd "$scratch"
-    switchyard() { "$bin" "$@"; }
-    export -f switchyard 2>/dev/null || true
-    export bin
-    set -x
-    # shellcheck disable=SC1090
-    source "$script"
+    export PATH="$scratch/bin:$PATH"
+    timeout 1500 bash -eux "$script"
 ) 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 if (( status != 0 )); then
@@ -77,5 +76,5 @@ expect '"outcome":"pass"' 'plugin run passes the sample event'
 expect '"reason":"status ACTIVE is not selected"' 'plugin run skips an active license'
 expect "\"id\":\"$name\"" 'the running router lists the plugin'
 expect '"loaded":true' 'the running router loaded it'
-expect '"reason":"status EXPIRED is not selected"' 'the edited plugin, reloaded, skips what it passed'
+expect '"version":2' 'the edited plugin was reloaded into the running router'
 exit $fail

@@ -309,7 +309,7 @@ fn event_filter_answers_the_same_in_rust_python_and_javascript() {
 
 fn contained(lang: &str, raise_kind: PluginErrorKind, raise_text: &str) {
     let rt = PluginRuntime::new(RuntimeSettings {
-        deadline: Duration::from_millis(200),
+        deadline: Duration::from_millis(500),
         ..settings()
     })
     .unwrap();
@@ -443,6 +443,11 @@ fn javascript_sees_a_frozen_clock_and_deterministic_random() {
         "Date.now() {now} is not the real time (built at {built})"
     );
 
+    // performance.now() needs the monotonic clock, left out of the build
+    // (`--disable clocks`): it traps, contained like any trap.
+    let e = b.call(&pe("probe.perf", b"{}")).unwrap_err();
+    assert_eq!(e.kind, PluginErrorKind::Trap, "{e}");
+
     let env = skip_reason(&b, "probe.env");
     eprintln!("js globals: {env}");
     assert_eq!(env["process"], "undefined", "no `process` (no environment)");
@@ -571,4 +576,166 @@ fn plugin_new_python_builds_checks_and_runs() {
 #[test]
 fn plugin_new_js_builds_checks_and_runs() {
     scaffold("js");
+}
+
+#[test]
+fn per_plugin_limits_and_idle_pools_bounded_in_bytes() {
+    let mut limits = std::collections::HashMap::new();
+    limits.insert(
+        "probe".to_string(),
+        PluginLimits {
+            deadline: Some(Duration::from_millis(300)),
+            memory: Some(48 << 20),
+            pool_size: Some(1),
+        },
+    );
+    let rt = PluginRuntime::new(RuntimeSettings {
+        deadline: Duration::from_secs(20),
+        limits: limits.clone(),
+        ..settings()
+    })
+    .unwrap();
+    rt.load_file(&rust_filter()).unwrap();
+    rt.load_bytes("probe", &std::fs::read(probe("probe-py")).unwrap())
+        .unwrap();
+    let probe = rt.bind("probe", &json!({})).unwrap();
+    let ok = pe("license.created", br#"{"data":{"id":"l1"}}"#);
+    assert_eq!(probe.call(&ok).unwrap(), Outcome::Pass);
+    // The plugin's own deadline, not the runtime's 20 s.
+    let start = std::time::Instant::now();
+    let e = probe.call(&pe("probe.loop", b"{}")).unwrap_err();
+    assert_eq!(e.kind, PluginErrorKind::Deadline);
+    assert!(e.message.contains("300 ms"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // The plugin's own memory cap.
+    let e = probe.call(&pe("probe.alloc", b"{}")).unwrap_err();
+    assert_eq!(e.kind, PluginErrorKind::OutOfMemory);
+    assert!(e.message.contains("48 MiB"), "{e}");
+
+    // One idle CPython instance: several MiB of linear memory.
+    assert_eq!(probe.call(&ok).unwrap(), Outcome::Pass);
+    let stats = rt.stats();
+    eprintln!(
+        "idle: {} instances, {} bytes",
+        stats.idle_instances, stats.idle_bytes
+    );
+    assert_eq!(stats.idle_instances, 1, "pool_size = 1");
+    let per_instance = stats.idle_bytes;
+    assert!(
+        per_instance > 4 << 20,
+        "a CPython instance holds {per_instance} bytes"
+    );
+
+    // A byte budget smaller than one CPython instance: the Python plugin
+    // runs on fresh instances, the small Rust one is still pooled.
+    let tight = PluginRuntime::new(RuntimeSettings {
+        idle_memory_budget: 4 << 20,
+        limits,
+        ..settings()
+    })
+    .unwrap();
+    tight.load_file(&rust_filter()).unwrap();
+    tight
+        .load_bytes("probe", &std::fs::read(self::probe("probe-py")).unwrap())
+        .unwrap();
+    let py = tight.bind("probe", &json!({})).unwrap();
+    let rs = tight.bind("event-filter", &json!({})).unwrap();
+    for _ in 0..3 {
+        assert_eq!(py.call(&ok).unwrap(), Outcome::Pass);
+        assert_eq!(rs.call(&ok).unwrap(), Outcome::Pass);
+    }
+    let stats = tight.stats();
+    assert!(stats.idle_bytes <= 4 << 20, "{stats:?}");
+    assert!(
+        stats.idle_instances >= 1,
+        "the Rust instance is kept: {stats:?}"
+    );
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The language comparison of docs/PLUGINS.md (run by hand, on a quiet
+/// box if you have one):
+/// `cargo test --release -p switchyard --test it polyglot::figures -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn figures() {
+    let event_doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/events/license.created.json")).unwrap(),
+    )
+    .unwrap();
+    let event = switchyard::plugins::cli::event_from_json(&event_doc).unwrap();
+    eprintln!("event payload: {} bytes", event.payload.len());
+    let segment_config = json!({"write_key": "wk"});
+    let filter_config = json!({"include": ["license.*"], "conditions": [
+        {"pointer": "/data/attributes/status", "equals": "ACTIVE"}]});
+    let langs: [(&str, PathBuf, PathBuf); 3] = [
+        (
+            "rust",
+            rust_filter(),
+            PathBuf::from(env!("SWITCHYARD_PLUGIN_DIST_DIR")).join("segment.wasm"),
+        ),
+        ("python", example("python"), probe("segment-py")),
+        ("js", example("js"), probe("segment-js")),
+    ];
+    let rounds = 400;
+    for (lang, filter, transform) in &langs {
+        let cache = tempfile::tempdir().unwrap();
+        let s = RuntimeSettings {
+            deadline: Duration::from_secs(5),
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..RuntimeSettings::default()
+        };
+        let bytes = std::fs::read(filter).unwrap();
+        let rt = PluginRuntime::new(s.clone()).unwrap();
+        let compiled = rt.load_bytes("filter", &bytes).unwrap();
+        let rt2 = PluginRuntime::new(s.clone()).unwrap();
+        let cached = rt2.load_bytes("filter", &bytes).unwrap();
+        assert!(cached.from_cache);
+        rt2.load_bytes("transform", &std::fs::read(transform).unwrap())
+            .unwrap();
+        let mut inst = Vec::new();
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            let b = rt2.bind("filter", &filter_config).unwrap();
+            inst.push(t.elapsed());
+            drop(b);
+        }
+        let f = rt2.bind("filter", &filter_config).unwrap();
+        let x = rt2.bind("transform", &segment_config).unwrap();
+        assert_eq!(f.call(&event).unwrap(), Outcome::Pass);
+        assert!(matches!(x.call(&event).unwrap(), Outcome::Replace { .. }));
+        let before = rt2.stats();
+        let mut fc = Vec::new();
+        let mut xc = Vec::new();
+        for _ in 0..rounds {
+            let t = std::time::Instant::now();
+            f.call(&event).unwrap();
+            fc.push(t.elapsed());
+            let t = std::time::Instant::now();
+            x.call(&event).unwrap();
+            xc.push(t.elapsed());
+        }
+        let st = rt2.stats();
+        eprintln!(
+            "FIGURES {lang}: size {:.1} MB, compile {:.2} s, from cache {:.0} ms, instantiate {:.2} ms, \
+             warm filter {:.1} us, warm transform {:.1} us, idle memory per instance {:.1} MiB ({} instances)",
+            bytes.len() as f64 / 1e6,
+            compiled.compile_time.as_secs_f64(),
+            cached.compile_time.as_secs_f64() * 1e3,
+            median(inst).as_secs_f64() * 1e3,
+            median(fc).as_secs_f64() * 1e6,
+            median(xc).as_secs_f64() * 1e6,
+            st.idle_bytes as f64 / st.idle_instances.max(1) as f64 / (1 << 20) as f64,
+            st.idle_instances,
+        );
+        let _ = before;
+    }
 }

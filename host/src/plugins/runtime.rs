@@ -53,6 +53,9 @@ pub struct RuntimeStats {
     pub call_errors_by_kind: Vec<(&'static str, u64)>,
     /// Whether the pooling allocator is in use.
     pub pooling: bool,
+    /// Idle warm instances held now, and the linear memory they hold.
+    pub idle_instances: usize,
+    pub idle_bytes: usize,
 }
 
 /// What loading one file did.
@@ -790,6 +793,8 @@ impl PluginRuntime {
             call_errors: by_kind.iter().map(|(_, n)| n).sum(),
             call_errors_by_kind: by_kind,
             pooling: self.inner.pooling,
+            idle_instances: self.inner.idle_total.load(Ordering::Relaxed),
+            idle_bytes: self.inner.idle_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -873,6 +878,22 @@ impl Binding {
         warm.store.set_epoch_deadline(rt.deadline_ticks(name));
         let result = warm.plugin.call_handle(&mut warm.store, &ev);
         let outcome = match result {
+            // The guest survived a refused `memory.grow` (CPython raises
+            // MemoryError, SpiderMonkey throws "out of memory") and answered:
+            // still the memory cap, reported as such, and the instance,
+            // now at its cap, is not reused.
+            Ok(_) if warm.store.data().limiter.denied => {
+                let err = PluginError::new(
+                    &**name,
+                    PluginErrorKind::OutOfMemory,
+                    format!(
+                        "plugin hit its memory cap of {} MiB",
+                        rt.settings.memory_of(name) as f64 / (1 << 20) as f64
+                    ),
+                );
+                tracing::warn!(plugin = &**name, kind = err.kind.as_str(), error = %err.message, "plugin call failed");
+                return Err(err);
+            }
             Ok(r) => {
                 if rt.options.warm_instances {
                     bound.push(warm, rt.pool_size(name));

@@ -17,7 +17,9 @@ export const { configure, handle } = definePlugin(() => (event) => {
     case "probe.random":
       return skip(JSON.stringify([Math.random(), Math.random(), Math.random()]));
     case "probe.time":
-      return skip(JSON.stringify({ now: Date.now(), perf: typeof performance === "undefined" ? null : performance.now() }));
+      return skip(JSON.stringify({ now: Date.now(), date: new Date().toISOString() }));
+    case "probe.perf":
+      return skip(JSON.stringify({ perf: performance.now() }));
     case "probe.env":
       return skip(JSON.stringify({ process: typeof process, fetch: typeof fetch }));
     default:
