@@ -28,8 +28,15 @@ fi
 echo "== dashboard browser test: chromium, chromium-driver, selenium"
 bash tests/ci/dashboard.sh
 
+echo "== plugin toolchains: componentize-py, componentize-js"
+bash tests/ci/polyglot.sh
+
 echo "== cargo test"
 cargo test --release --workspace
 
 echo "== docs/PLUGINS.md tutorial"
 bash tests/docs/plugins_tutorial.sh target/release/switchyard
+
+echo "== docs/PLUGINS.md Python and JavaScript tutorials"
+bash tests/docs/polyglot_tutorial.sh target/release/switchyard python
+bash tests/docs/polyglot_tutorial.sh target/release/switchyard js

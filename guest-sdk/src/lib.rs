@@ -333,9 +333,10 @@ pub mod __private {
     use crate::bindings::switchyard::plugin::types as wit;
     use std::cell::RefCell;
 
+    /// The configured plugin of this instance. [`export!`] keeps it in a
+    /// `thread_local!` (a component instance runs on one thread), so it
+    /// needs no `Sync` and no `unsafe`.
     pub struct Slot<P>(RefCell<Option<P>>);
-    // A component instance is single-threaded; the slot is never shared.
-    unsafe impl<P> Sync for Slot<P> {}
     impl<P> Slot<P> {
         pub const fn new() -> Self {
             Slot(RefCell::new(None))
@@ -403,14 +404,16 @@ macro_rules! export {
     ($plugin:ty) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            static __SWITCHYARD_SLOT: $crate::__private::Slot<$plugin> =
-                $crate::__private::Slot::new();
+            ::std::thread_local! {
+                static __SWITCHYARD_SLOT: $crate::__private::Slot<$plugin> =
+                    const { $crate::__private::Slot::new() };
+            }
             struct __SwitchyardExport;
             impl $crate::bindings::Guest for __SwitchyardExport {
                 fn configure(
                     config: ::std::string::String,
                 ) -> ::core::result::Result<(), $crate::bindings::switchyard::plugin::types::Error> {
-                    $crate::__private::configure::<$plugin>(&__SWITCHYARD_SLOT, config)
+                    __SWITCHYARD_SLOT.with(|slot| $crate::__private::configure::<$plugin>(slot, config))
                 }
                 fn handle(
                     event: $crate::bindings::switchyard::plugin::types::Event,
@@ -418,7 +421,7 @@ macro_rules! export {
                     $crate::bindings::switchyard::plugin::types::Outcome,
                     $crate::bindings::switchyard::plugin::types::Error,
                 > {
-                    $crate::__private::handle::<$plugin>(&__SWITCHYARD_SLOT, event)
+                    __SWITCHYARD_SLOT.with(|slot| $crate::__private::handle::<$plugin>(slot, event))
                 }
             }
             $crate::bindings::__export_plugin_world!(__SwitchyardExport with_types_in $crate::bindings);

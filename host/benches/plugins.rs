@@ -494,7 +494,7 @@ fn analytics(c: &mut Criterion) {
 fn hot_reload() -> Vec<Duration> {
     let dir = tempfile::tempdir().unwrap();
     let rt = PluginRuntime::new(RuntimeSettings::default()).unwrap();
-    let _w = rt.watch(dir.path()).unwrap();
+    let _w = switchyard::plugins::PluginWatcher::start(rt.clone(), dir.path()).unwrap();
     let b = rt.bind("p", &json!({})).unwrap();
     let ev = event();
     let filter = std::fs::read(wasm("event-filter")).unwrap();

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::delivery::{DispatchSettings, Dispatcher, Sender};
-use crate::plugins::{PluginError, PluginErrorKind, PluginRuntime, RuntimeSettings};
+use crate::plugins::{PluginError, PluginErrorKind, PluginRuntime, PluginWatcher, RuntimeSettings};
 use crate::policy::guard::LivePolicy;
 use crate::registry::{Registry, Snapshot};
 use crate::server;
@@ -78,6 +78,20 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
         max_output: config.plugins.max_output,
         cache_dir: Some(config.server.data_dir.join("plugin-cache")),
         chain_deadline: config.plugins.chain_deadline,
+        limits: config
+            .plugins
+            .limits
+            .iter()
+            .map(|(name, l)| {
+                let limits = crate::plugins::PluginLimits {
+                    memory: l.memory,
+                    deadline: l.deadline,
+                    pool_size: l.pool_size,
+                };
+                (name.clone(), limits)
+            })
+            .collect(),
+        ..RuntimeSettings::default()
     }
 }
 
@@ -116,8 +130,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         warn!(dir = %plugin_dir.display(), "the plugins folder does not exist; create it and drop .wasm files in to load them");
         let _ = std::fs::create_dir_all(&plugin_dir);
     }
-    let _plugin_watcher = runtime
-        .watch(&plugin_dir)
+    let _plugin_watcher = PluginWatcher::start(runtime.clone(), &plugin_dir)
         .with_context(|| format!("watching {}", plugin_dir.display()))?;
 
     let api_endpoints = crate::endpoints::load_all(&store).await?;

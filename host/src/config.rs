@@ -103,6 +103,17 @@ pub struct PluginsConfig {
     /// Wall-clock budget of a whole chain for one delivery; the chain stops
     /// (a `deadline` failure) at the first plugin that ends past it.
     pub chain_deadline: Duration,
+    /// `[plugins.limits.<name>]`: one plugin's own limits.
+    pub limits: std::collections::HashMap<String, PluginLimitsConfig>,
+}
+
+/// `[plugins.limits.<name>]` (each key optional; the `[plugins]` value
+/// otherwise): `memory = "64MiB"`, `deadline = "200ms"`, `pool_size = 2`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginLimitsConfig {
+    pub memory: Option<usize>,
+    pub deadline: Option<Duration>,
+    pub pool_size: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +294,16 @@ struct RawPlugins {
     max_output: Option<String>,
     max_chain: Option<usize>,
     chain_deadline: Option<String>,
+    #[serde(default)]
+    limits: std::collections::BTreeMap<String, RawPluginLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPluginLimits {
+    memory: Option<String>,
+    deadline: Option<String>,
+    pool_size: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -684,12 +705,53 @@ impl Config {
                 &p.chain_deadline,
                 Duration::from_millis(500),
             ),
+            limits: Default::default(),
         };
         if !(1..=MAX_CHAIN).contains(&plugins_cfg.max_chain) {
             c.err(
                 "plugins.max_chain",
                 format!("must be 1 to {MAX_CHAIN} (default {DEFAULT_MAX_CHAIN})"),
             );
+        }
+        let mut plugins_cfg = plugins_cfg;
+        for (name, l) in &p.limits {
+            let loc = format!("plugins.limits.{name}");
+            let limits = PluginLimitsConfig {
+                memory: l.memory.as_ref().map(|_| {
+                    c.size(
+                        &format!("{loc}.memory"),
+                        &l.memory,
+                        plugins_cfg.memory_limit as u64,
+                    ) as usize
+                }),
+                deadline: l.deadline.as_ref().map(|_| {
+                    c.duration(
+                        &format!("{loc}.deadline"),
+                        &l.deadline,
+                        plugins_cfg.deadline,
+                    )
+                }),
+                pool_size: l.pool_size,
+            };
+            if limits
+                .memory
+                .is_some_and(|m| !(1 << 20..=4 << 30).contains(&m))
+            {
+                c.err(
+                    format!("{loc}.memory"),
+                    "write between \"1MiB\" and \"4GiB\"",
+                );
+            }
+            if limits
+                .deadline
+                .is_some_and(|d| d.is_zero() || d > Duration::from_secs(60))
+            {
+                c.err(
+                    format!("{loc}.deadline"),
+                    "write between \"1ms\" and \"60s\"",
+                );
+            }
+            plugins_cfg.limits.insert(name.clone(), limits);
         }
 
         // [delivery]

@@ -104,6 +104,17 @@ enum PluginCmd {
         #[arg(long, default_value = "plugins/dist")]
         plugins_dir: PathBuf,
     },
+    /// Write a new plugin project (source, WIT, helpers, README, sample event).
+    New {
+        /// The plugin's name (also its .wasm file's stem), e.g. `my-filter`.
+        name: String,
+        /// rust, python or js.
+        #[arg(long, default_value = "rust")]
+        lang: plugins::scaffold::Lang,
+        /// Where to write it (default: ./<name>); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate a component against the plugin world; prints its exports, size and compile time.
     Check {
         path: PathBuf,
@@ -120,13 +131,32 @@ struct SandboxArgs {
     /// Memory cap, in MiB.
     #[arg(long, default_value_t = 32)]
     memory_mib: usize,
+    /// Cache of compiled components, so a second run of a large (Python,
+    /// JavaScript) component loads in milliseconds. Default:
+    /// `$XDG_CACHE_HOME/switchyard/plugin-cache` (or `~/.cache/...`).
+    #[arg(long, env = "SWITCHYARD_PLUGIN_CACHE")]
+    cache_dir: Option<PathBuf>,
+    /// Compile every time (no cache).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl SandboxArgs {
     fn settings(&self) -> RuntimeSettings {
+        let default_cache = || {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(base.join("switchyard/plugin-cache"))
+        };
         RuntimeSettings {
             deadline: std::time::Duration::from_millis(self.deadline_ms),
             memory_limit: self.memory_mib << 20,
+            cache_dir: if self.no_cache {
+                None
+            } else {
+                self.cache_dir.clone().or_else(default_cache)
+            },
             ..RuntimeSettings::default()
         }
     }
@@ -217,6 +247,15 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+        }
+        Command::Plugin(PluginCmd::New { name, lang, dir }) => {
+            let dir = plugins::scaffold::create(&name, lang, dir.as_deref())?;
+            println!(
+                "wrote plugin {name:?} ({}) in {}: build it with the first command block of {}",
+                format!("{lang:?}").to_lowercase(),
+                dir.display(),
+                dir.join("README.md").display()
+            );
         }
         Command::Plugin(PluginCmd::Check { path, sandbox }) => {
             init_cli_logging();

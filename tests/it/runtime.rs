@@ -345,7 +345,7 @@ fn hot_reload() {
     let dir = tempfile::tempdir().unwrap();
     let rt = PluginRuntime::new(settings()).unwrap();
     assert!(rt.load_dir(dir.path()).is_empty());
-    let _watch = rt.watch(dir.path()).unwrap();
+    let _watch = switchyard::plugins::PluginWatcher::start(rt.clone(), dir.path()).unwrap();
     // `{}` is a valid config for both plugins: event-filter passes
     // everything, misbehave replaces the body.
     let b = rt.bind("p", &json!({})).unwrap();

@@ -6,9 +6,17 @@
 //! file starts with the SHA-256 of the artifact that follows, checked before
 //! the artifact is handed to `Component::deserialize`: a truncated or
 //! corrupted entry is recompiled and rewritten, never trusted.
+//!
+//! Compiling is bounded: one component at a time (a gate), and Cranelift's
+//! parallel compilation runs in a dedicated thread pool of half the cores
+//! (at least one), so compiling an 18 MB Python component (seconds of
+//! Cranelift time) leaves the other cores to ingest and delivery. Callers
+//! compile off the async workers (the watcher's thread, or startup before
+//! the server listens).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -18,6 +26,33 @@ use wasmtime::component::Component;
 use super::types::{PluginError, PluginErrorKind};
 
 const WASMTIME_VERSION: &str = "48.0.8";
+
+/// One compilation at a time, process-wide.
+static COMPILE_GATE: Mutex<()> = Mutex::new(());
+
+/// The threads Cranelift may use: half the cores, at least one.
+fn compile_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / 2).max(1))
+            .thread_name(|i| format!("plugin-compile-{i}"))
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the plugin compile pool"))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// Compiles with the bounds above.
+fn compile_bounded(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
+    let _one_at_a_time = COMPILE_GATE.lock().unwrap_or_else(|e| e.into_inner());
+    match compile_pool() {
+        Some(pool) => pool.install(|| Component::from_binary(engine, bytes)),
+        None => Component::from_binary(engine, bytes),
+    }
+}
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -138,7 +173,7 @@ pub(crate) fn compile(
             ),
         }
     }
-    let component = Component::from_binary(engine, bytes).map_err(|e| {
+    let component = compile_bounded(engine, bytes).map_err(|e| {
         PluginError::new(
             name,
             PluginErrorKind::NotAComponent,

@@ -69,7 +69,7 @@ impl Default for RuntimeOptions {
 fn base_config(settings: &RuntimeSettings, options: &RuntimeOptions) -> Config {
     let mut config = Config::new();
     if let Some(bytes) = options.memory_reservation {
-        let bytes = bytes.max(settings.memory_limit.div_ceil(65536) as u64 * 65536);
+        let bytes = bytes.max(settings.max_memory().div_ceil(65536) as u64 * 65536);
         // Small reservations: bounded virtual memory, explicit bounds checks.
         config.memory_reservation(bytes);
         config.memory_guard_size(64 << 10);
@@ -100,9 +100,10 @@ pub(crate) fn make_engine(
             .total_memories(instances)
             .total_tables(instances * 2)
             .total_stacks(0)
-            // The pool's per-memory cap: the sandbox limit rounded up to a
-            // 64 KiB page; `StoreLimits` enforces the exact figure.
-            .max_memory_size(settings.memory_limit.div_ceil(65536) * 65536)
+            // The pool's per-memory cap: the largest sandbox limit (a
+            // plugin may have its own) rounded up to a 64 KiB page; the
+            // `Limiter` enforces each plugin's exact figure.
+            .max_memory_size(settings.max_memory().div_ceil(65536) * 65536)
             .table_elements(20_000)
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20);
@@ -177,12 +178,15 @@ pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
 pub(crate) struct Limiter {
     memory_limit: usize,
     pub(crate) denied: bool,
+    /// Bytes of linear memory this instance holds (all its memories): what
+    /// an idle warm instance costs, for the pools' byte budget.
+    pub(crate) used: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -190,6 +194,7 @@ impl wasmtime::ResourceLimiter for Limiter {
             self.denied = true;
             return Ok(false);
         }
+        self.used += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -349,6 +354,7 @@ pub(crate) fn new_store(engine: &Engine, plugin: &Arc<str>, memory_limit: usize)
         limiter: Limiter {
             memory_limit,
             denied: false,
+            used: 0,
         },
         plugin: plugin.clone(),
         panic_message: None,

@@ -10,7 +10,8 @@
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
 //! * `suggest` — "did you mean …?" for plugin names that are not loaded;
-//! * `cli` — `switchyard plugin run` / `plugin check`.
+//! * `cli` — `switchyard plugin run` / `plugin check`;
+//! * `scaffold` — `switchyard plugin new` (project templates per language).
 
 mod cache;
 pub mod cli;
@@ -18,6 +19,7 @@ mod engine;
 pub mod name;
 mod output;
 mod runtime;
+pub mod scaffold;
 pub mod suggest;
 mod types;
 mod watch;

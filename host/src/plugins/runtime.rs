@@ -56,6 +56,9 @@ pub struct RuntimeStats {
     pub call_errors_by_kind: Vec<(&'static str, u64)>,
     /// Whether the pooling allocator is in use.
     pub pooling: bool,
+    /// Idle warm instances held now, and the linear memory they hold.
+    pub idle_instances: usize,
+    pub idle_bytes: usize,
 }
 
 /// What loading one file did.
@@ -115,7 +118,6 @@ pub(crate) struct Inner {
     pub(crate) settings: RuntimeSettings,
     options: RuntimeOptions,
     pooling: bool,
-    deadline_ticks: u64,
     /// One slot per plugin *file* that was loaded or failed to load. Names
     /// that only appear in bindings create no slot (a binding to a name not
     /// loaded yet waits in `unbound`), so the API cannot grow this map.
@@ -128,6 +130,10 @@ pub(crate) struct Inner {
     /// free for calls that need a fresh instance).
     idle_total: Arc<AtomicUsize>,
     idle_budget: usize,
+    /// Linear-memory bytes those idle instances hold, bounded by
+    /// `settings.idle_memory_budget` (a CPython or SpiderMonkey instance is
+    /// tens of MiB: a count alone would not bound the RSS).
+    idle_bytes: Arc<AtomicUsize>,
     _ticker: Ticker,
 }
 
@@ -161,39 +167,75 @@ struct Warm {
     plugin: PluginWorld,
 }
 
+impl Warm {
+    fn bytes(&self) -> usize {
+        self.store.data().limiter.used
+    }
+}
+
+/// The runtime-wide bounds of idle warm instances: a count (they hold pool
+/// slots) and bytes of linear memory (they hold RAM).
+#[derive(Clone)]
+struct IdleBudget {
+    count: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
+    max_count: usize,
+    max_bytes: usize,
+}
+
+impl IdleBudget {
+    /// Reserves room for one instance of `bytes`; false when over either bound.
+    fn reserve(&self, bytes: usize) -> bool {
+        if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_count {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes > self.max_bytes {
+            self.release(bytes);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, bytes: usize) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
 /// One binding's state for one plugin version.
 struct Bound {
     version: Arc<Version>,
     /// Set when this version rejected the binding's configuration.
     config_error: OnceLock<PluginError>,
     idle: Mutex<Vec<Warm>>,
-    /// Idle warm instances across the runtime (bounded: they hold pool slots).
-    idle_total: Arc<AtomicUsize>,
+    /// Idle warm instances across the runtime (bounded in count and bytes).
+    budget: IdleBudget,
 }
 
 impl Bound {
-    fn new(version: Arc<Version>, idle_total: &Arc<AtomicUsize>) -> Bound {
+    fn new(version: Arc<Version>, budget: IdleBudget) -> Bound {
         Bound {
             version,
             config_error: OnceLock::new(),
             idle: Mutex::new(Vec::new()),
-            idle_total: idle_total.clone(),
+            budget,
         }
     }
 
     fn pop(&self) -> Option<Warm> {
         let w = self.idle.lock().unwrap().pop();
-        if w.is_some() {
-            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+        if let Some(w) = &w {
+            self.budget.release(w.bytes());
         }
         w
     }
 
     /// Keeps `warm` for the next call if this binding and the runtime have
     /// room; otherwise drops it (outside the lock).
-    fn push(&self, warm: Warm, per_binding: usize, budget: usize) {
-        if self.idle_total.fetch_add(1, Ordering::Relaxed) >= budget {
-            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+    fn push(&self, warm: Warm, per_binding: usize) {
+        let bytes = warm.bytes();
+        if !self.budget.reserve(bytes) {
             return;
         }
         let mut idle = self.idle.lock().unwrap();
@@ -201,15 +243,18 @@ impl Bound {
             idle.push(warm);
         } else {
             drop(idle);
-            self.idle_total.fetch_sub(1, Ordering::Relaxed);
+            self.budget.release(bytes);
         }
     }
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        let n = self.idle.get_mut().map(|v| v.len()).unwrap_or(0);
-        self.idle_total.fetch_sub(n, Ordering::Relaxed);
+        if let Ok(idle) = self.idle.get_mut() {
+            for w in idle.iter() {
+                self.budget.release(w.bytes());
+            }
+        }
     }
 }
 
@@ -299,8 +344,8 @@ impl Inner {
     ) -> Result<Warm, PluginError> {
         let mut attempt = 0;
         let (mut store, plugin) = loop {
-            let mut store = engine::new_store(&self.engine, name, self.settings.memory_limit);
-            store.set_epoch_deadline(self.deadline_ticks);
+            let mut store = engine::new_store(&self.engine, name, self.settings.memory_of(name));
+            store.set_epoch_deadline(self.deadline_ticks(name));
             match version.pre.instantiate(&mut store) {
                 Ok(p) => break (store, p),
                 // Every pool slot is taken: free the idle warm instances,
@@ -325,7 +370,7 @@ impl Inner {
                 Err(e) => return Err(self.classify(name, e, &mut store)),
             }
         };
-        store.set_epoch_deadline(self.deadline_ticks);
+        store.set_epoch_deadline(self.deadline_ticks(name));
         match plugin.call_configure(&mut store, config) {
             Ok(Ok(())) => Ok(Warm { store, plugin }),
             Ok(Err(e)) => Err(PluginError::new(
@@ -367,9 +412,32 @@ impl Inner {
             name,
             e,
             store.data_mut(),
-            self.settings.deadline,
-            self.settings.memory_limit,
+            self.settings.deadline_of(name),
+            self.settings.memory_of(name),
         )
+    }
+
+    /// `name`'s CPU deadline in epoch ticks.
+    fn deadline_ticks(&self, name: &str) -> u64 {
+        engine::deadline_ticks(self.settings.deadline_of(name))
+    }
+
+    /// Most idle warm instances per binding of `name`.
+    fn pool_size(&self, name: &str) -> usize {
+        self.settings
+            .limits
+            .get(name)
+            .and_then(|l| l.pool_size)
+            .unwrap_or(self.options.max_idle_per_binding)
+    }
+
+    fn idle_budget(&self) -> IdleBudget {
+        IdleBudget {
+            count: self.idle_total.clone(),
+            bytes: self.idle_bytes.clone(),
+            max_count: self.idle_budget,
+            max_bytes: self.settings.idle_memory_budget,
+        }
     }
 
     fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<LoadReport, PluginError> {
@@ -477,9 +545,9 @@ impl Inner {
             self.counters.reloads.fetch_add(1, Ordering::Relaxed);
         }
         for (b, warm, error) in prepared {
-            let bound = Arc::new(Bound::new(version.clone(), &self.idle_total));
+            let bound = Arc::new(Bound::new(version.clone(), self.idle_budget()));
             if let Some(w) = warm.filter(|_| self.options.warm_instances) {
-                bound.push(w, usize::MAX, self.idle_budget);
+                bound.push(w, self.pool_size(name));
             }
             if let Some(e) = error.filter(|e| e.kind == PluginErrorKind::BadConfig) {
                 let _ = bound.config_error.set(e);
@@ -587,7 +655,6 @@ impl PluginRuntime {
         };
         Ok(PluginRuntime {
             inner: Arc::new(Inner {
-                deadline_ticks: engine::deadline_ticks(settings.deadline),
                 engine,
                 linker,
                 settings,
@@ -598,14 +665,10 @@ impl PluginRuntime {
                 counters: Counters::default(),
                 idle_total: Arc::new(AtomicUsize::new(0)),
                 idle_budget,
+                idle_bytes: Arc::new(AtomicUsize::new(0)),
                 _ticker: ticker,
             }),
         })
-    }
-
-    /// The settings this runtime was built with.
-    pub fn settings(&self) -> &RuntimeSettings {
-        &self.inner.settings
     }
 
     /// Loads every plugin file (`*.wasm`) in `dir`; returns the failures
@@ -637,11 +700,6 @@ impl PluginRuntime {
             }
         }
         errors
-    }
-
-    /// Hot reload of `dir` while the returned guard lives.
-    pub fn watch(&self, dir: &Path) -> anyhow::Result<super::watch::PluginWatcher> {
-        super::watch::PluginWatcher::start(self.clone(), dir)
     }
 
     /// (Re)loads one file now; the plugin's name is the file stem. On
@@ -756,9 +814,9 @@ impl PluginRuntime {
             let warm = self
                 .inner
                 .instantiate(&slot.name, &version, &inner.config)?;
-            let bound = Arc::new(Bound::new(version, &self.inner.idle_total));
+            let bound = Arc::new(Bound::new(version, self.inner.idle_budget()));
             if self.inner.options.warm_instances {
-                bound.push(warm, usize::MAX, self.inner.idle_budget);
+                bound.push(warm, self.inner.pool_size(plugin));
             }
             *inner.bound.write().unwrap() = Some(bound);
         }
@@ -821,6 +879,8 @@ impl PluginRuntime {
             log_lines_dropped: c.log_lines_dropped.load(Ordering::Relaxed),
             call_errors_by_kind: by_kind,
             pooling: self.inner.pooling,
+            idle_instances: self.inner.idle_total.load(Ordering::Relaxed),
+            idle_bytes: self.inner.idle_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -849,11 +909,6 @@ impl Binding {
         );
         self.inner.rt.count_error(&e);
         e
-    }
-
-    /// The configuration (JSON text) this binding passes to `configure`.
-    pub fn config(&self) -> &str {
-        &self.inner.config
     }
 
     /// Runs one event through the plugin, synchronously (CPU-bound: callers
@@ -886,7 +941,7 @@ impl Binding {
         match &*w {
             Some(b) if Arc::ptr_eq(&b.version, &version) => Ok(b.clone()),
             _ => {
-                let b = Arc::new(Bound::new(version, &self.inner.rt.idle_total));
+                let b = Arc::new(Bound::new(version, self.inner.rt.idle_budget()));
                 *w = Some(b.clone());
                 Ok(b)
             }
@@ -956,7 +1011,7 @@ impl Binding {
         };
         warm.store.data_mut().limiter.denied = false;
         warm.store.data_mut().begin_call();
-        warm.store.set_epoch_deadline(rt.deadline_ticks);
+        warm.store.set_epoch_deadline(rt.deadline_ticks(name));
         let result = warm.plugin.call_handle(&mut warm.store, &ev);
         let (lines, bytes) = warm.store.data().log_dropped();
         if lines > 0 {
@@ -972,9 +1027,25 @@ impl Binding {
             );
         }
         let outcome = match result {
+            // The guest survived a refused `memory.grow` (CPython raises
+            // MemoryError, SpiderMonkey throws "out of memory") and answered:
+            // still the memory cap, reported as such, and the instance,
+            // now at its cap, is not reused.
+            Ok(_) if warm.store.data().limiter.denied => {
+                let err = PluginError::new(
+                    &**name,
+                    PluginErrorKind::OutOfMemory,
+                    format!(
+                        "plugin hit its memory cap of {} MiB",
+                        rt.settings.memory_of(name) as f64 / (1 << 20) as f64
+                    ),
+                );
+                tracing::warn!(plugin = &**name, kind = err.kind.as_str(), error = %err.message, "plugin call failed");
+                return Err(err);
+            }
             Ok(r) => {
                 if rt.options.warm_instances {
-                    bound.push(warm, rt.options.max_idle_per_binding, rt.idle_budget);
+                    bound.push(warm, rt.pool_size(name));
                 }
                 r
             }

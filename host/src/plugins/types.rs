@@ -130,6 +130,52 @@ pub struct RuntimeSettings {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Wall-clock budget of one delivery's whole chain. Default 500 ms.
     pub chain_deadline: Duration,
+    /// Per-plugin overrides of the limits above (`[plugins.limits.<name>]`),
+    /// by plugin name.
+    pub limits: std::collections::HashMap<String, PluginLimits>,
+    /// Linear memory all idle warm instances together may hold (their
+    /// pools are bounded in bytes as well as in count). Default 256 MiB.
+    pub idle_memory_budget: usize,
+}
+
+/// Limits of one plugin that differ from the runtime-wide ones. A Python
+/// (CPython) or JavaScript (SpiderMonkey) plugin is a 12–18 MB component
+/// whose instances start at several MiB of linear memory: see
+/// docs/PLUGINS.md for the values that fit them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Linear-memory cap of one instance.
+    pub memory: Option<usize>,
+    /// CPU deadline of one call.
+    pub deadline: Option<Duration>,
+    /// Most idle warm instances kept per binding (per endpoint use).
+    pub pool_size: Option<usize>,
+}
+
+impl RuntimeSettings {
+    /// The memory cap of `plugin`.
+    pub fn memory_of(&self, plugin: &str) -> usize {
+        self.limits
+            .get(plugin)
+            .and_then(|l| l.memory)
+            .unwrap_or(self.memory_limit)
+    }
+
+    /// The CPU deadline of `plugin`.
+    pub fn deadline_of(&self, plugin: &str) -> Duration {
+        self.limits
+            .get(plugin)
+            .and_then(|l| l.deadline)
+            .unwrap_or(self.deadline)
+    }
+
+    /// The largest memory cap of any plugin (sizes the instance pool's slots).
+    pub fn max_memory(&self) -> usize {
+        self.limits
+            .values()
+            .filter_map(|l| l.memory)
+            .fold(self.memory_limit, usize::max)
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -140,6 +186,8 @@ impl Default for RuntimeSettings {
             max_output: 5 << 20,
             cache_dir: None,
             chain_deadline: Duration::from_millis(500),
+            limits: Default::default(),
+            idle_memory_budget: 256 << 20,
         }
     }
 }

@@ -28,11 +28,11 @@ pub struct PluginWatcher {
     _watcher: RecommendedWatcher,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    dir: PathBuf,
 }
 
 impl PluginWatcher {
-    pub(crate) fn start(runtime: PluginRuntime, dir: &Path) -> anyhow::Result<PluginWatcher> {
+    /// Hot reload of `dir` into `runtime` while the returned guard lives.
+    pub fn start(runtime: PluginRuntime, dir: &Path) -> anyhow::Result<PluginWatcher> {
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         let mut watcher = notify::recommended_watcher(tx)?;
         watcher
@@ -48,13 +48,7 @@ impl PluginWatcher {
             _watcher: watcher,
             stop,
             thread: Some(thread),
-            dir: dir.to_path_buf(),
         })
-    }
-
-    /// The watched directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
