@@ -203,7 +203,6 @@ fn describe_error(e: hyper_util::client::legacy::Error) -> SendError {
     let mut msg = e.to_string();
     let mut resolve: Option<&ResolveError> = None;
     let mut tls = false;
-    let mut io = false;
     let mut src = e.source();
     while let Some(s) = src {
         msg.push_str(": ");
@@ -215,7 +214,6 @@ fn describe_error(e: hyper_util::client::legacy::Error) -> SendError {
             tls = true;
         }
         if let Some(ioe) = s.downcast_ref::<std::io::Error>() {
-            io = true;
             if ioe
                 .get_ref()
                 .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
@@ -237,9 +235,92 @@ fn describe_error(e: hyper_util::client::legacy::Error) -> SendError {
     }
     if tls {
         SendError::Tls(msg)
-    } else if e.is_connect() || io && !msg.contains("connection closed") {
+    } else if e.is_connect() {
         SendError::Connect(msg)
     } else {
         SendError::Protocol(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::guard::UrlPolicy;
+
+    #[test]
+    fn send_errors_keep_their_messages_and_name_their_cause() {
+        let t = SendError::Timeout(Duration::from_millis(300));
+        assert_eq!(t.to_string(), "timed out after 300ms");
+        assert_eq!(t.cause(), "timeout");
+        let r = SendError::Refused {
+            rule: Rule::Https,
+            message: "\"http://x\" is not https://".into(),
+        };
+        assert_eq!(
+            r.to_string(),
+            "refused by the URL policy (allow_http): \"http://x\" is not https://"
+        );
+        assert_eq!(r.cause(), "refused");
+    }
+
+    #[tokio::test]
+    async fn every_attempt_follows_the_policy_in_force() {
+        let policy = LivePolicy::new(UrlPolicy {
+            allow_http: true,
+            allow_private_networks: true,
+        });
+        let sender = Sender::new(policy.clone(), None).unwrap();
+        let uri: http::Uri = "http://127.0.0.1:9/x".parse().unwrap();
+        let (r, _) = sender
+            .post(
+                &uri,
+                http::HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await;
+        // Allowed: the attempt is made (nothing listens on port 9).
+        assert!(!matches!(r, Err(SendError::Refused { .. })), "{r:?}");
+        policy.set(UrlPolicy {
+            allow_http: true,
+            allow_private_networks: false,
+        });
+        let (r, _) = sender
+            .post(
+                &uri,
+                http::HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(SendError::Refused {
+                    rule: Rule::PrivateNetwork,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        policy.set(UrlPolicy::default());
+        let (r, _) = sender
+            .post(
+                &uri,
+                http::HeaderMap::new(),
+                Bytes::new(),
+                Duration::from_secs(5),
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(SendError::Refused {
+                    rule: Rule::Https,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 }
