@@ -93,6 +93,20 @@ async fn ui_http_contract() {
             .starts_with("text/javascript")
     );
     assert!(js.contains("EventSource"));
+    // A sign-in posted from another site: refused.
+    let (status, h, _) = raw(
+        &router,
+        "POST",
+        "/ui/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "https://evil.example"),
+        ],
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(h.get("set-cookie").is_none());
     // A wrong token: 401, no cookie.
     let form = [("content-type", "application/x-www-form-urlencoded")];
     let (status, h, _) = raw(&router, "POST", "/ui/login", &form, "token=nope").await;
