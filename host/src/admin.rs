@@ -41,7 +41,7 @@ pub async fn route(
                 (&M::GET, ["webhook-endpoints"]) => endpoints::list(state, &req, &account),
                 (&M::POST, ["webhook-endpoints"]) => endpoints::create(state, req, &account).await,
                 (_, ["webhook-endpoints"]) => Err(method_not_allowed(&method, "GET, POST")),
-                (&M::GET, ["webhook-endpoints", id]) => endpoints::show(state, &account, id),
+                (&M::GET, ["webhook-endpoints", id]) => endpoints::show(state, &account, id).await,
                 (&M::PATCH, ["webhook-endpoints", id]) => {
                     endpoints::update(state, req, &account, id).await
                 }

@@ -425,15 +425,15 @@ pub fn page_size(q: &[(String, String)]) -> Result<usize, ApiError> {
     }
 }
 
-pub fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
+pub async fn show(state: &AppState, account: &str, id: &str) -> Result<Response<Body>, ApiError> {
     Ok(api::document(
         StatusCode::OK,
-        &json!({"data": show_data(state, account, id)?}),
+        &json!({"data": show_data(state, account, id).await?}),
     ))
 }
 
 /// The resource of one endpoint of `account` (404 for another account's).
-pub fn show_data(state: &AppState, account: &str, id: &str) -> Result<Value, ApiError> {
+pub async fn show_data(state: &AppState, account: &str, id: &str) -> Result<Value, ApiError> {
     let ep = find(state, account, id)?;
     let stored = persist::get(&state.store, account, id).map_err(storage)?;
     Ok(resource(state, &ep, stored.as_ref()))
@@ -565,7 +565,7 @@ pub async fn update_doc(
         if disabled(state, ep.uid) {
             state.dispatcher.enable(ep.uid).map_err(storage)?;
         }
-        return Ok(json!({"data": show_data(state, account, id)?}));
+        return Ok(json!({"data": show_data(state, account, id).await?}));
     }
     let _w = WRITE.lock().await;
     let ep = find(state, account, id)?;

@@ -27,7 +27,7 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 /// The resources of the account's endpoints, by id.
-fn all(ctx: &Ctx<'_>) -> Result<Vec<Value>, ApiError> {
+async fn all(ctx: &Ctx<'_>) -> Result<Vec<Value>, ApiError> {
     let snap = ctx.state.registry.snapshot();
     let stored = api_endpoints::stored_of_account(ctx.state, &ctx.account)?;
     let mut eps = snap.endpoints(&ctx.account).to_vec();
@@ -43,7 +43,7 @@ pub async fn list(
     ctx: &Ctx<'_>,
     error: Option<(&ApiError, &[(String, String)])>,
 ) -> Result<Response<Body>, ApiError> {
-    let eps = all(ctx)?;
+    let eps = all(ctx).await?;
     let mut main = String::new();
     if eps.is_empty() {
         main.push_str("<p class=\"empty\">No endpoint yet.</p>");
@@ -169,7 +169,7 @@ pub async fn detail(
     id: &str,
     notice: Option<String>,
 ) -> Result<Response<Body>, ApiError> {
-    let ep = api_endpoints::show_data(ctx.state, &ctx.account, id)?;
+    let ep = api_endpoints::show_data(ctx.state, &ctx.account, id).await?;
     let a = &ep["attributes"];
     let h = &a["health"];
     let id_s = text(&ep["id"]);
