@@ -93,6 +93,20 @@ async fn ui_http_contract() {
             .starts_with("text/javascript")
     );
     assert!(js.contains("EventSource"));
+    // A sign-in posted from another site: refused.
+    let (status, h, _) = raw(
+        &router,
+        "POST",
+        "/ui/login",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("origin", "https://evil.example"),
+        ],
+        &format!("token={TOKEN}"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(h.get("set-cookie").is_none());
     // A wrong token: 401, no cookie.
     let form = [("content-type", "application/x-www-form-urlencoded")];
     let (status, h, _) = raw(&router, "POST", "/ui/login", &form, "token=nope").await;
@@ -192,6 +206,45 @@ async fn ui_http_contract() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["alpha", "beta", "made"]);
+    // Paging: 25 events a page, newest first, then an "Older events" link
+    // that keeps the filters.
+    let c = Client::new();
+    let mut ids = Vec::new();
+    for i in 0..27 {
+        let r = c
+            .post_event(
+                &router,
+                "acct",
+                &event(
+                    "license.created",
+                    serde_json::json!({"data": {"id": format!("p{i}")}}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+        ids.push(r.json()["data"]["id"].as_str().unwrap().to_string());
+    }
+    let (status, _, first) = raw(
+        &router,
+        "GET",
+        "/ui/a/acct/events?type=license.*",
+        &with_cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(first.contains(&ids[26]) && first.contains(&ids[2]) && !first.contains(&ids[1]));
+    let i = first
+        .find("href=\"/ui/a/acct/events?before=")
+        .expect("an older-events link")
+        + 6;
+    let link = first[i..].split('"').next().unwrap().replace("&amp;", "&");
+    assert!(
+        link.contains("type=license.*") || link.contains("type=license.%2A"),
+        "{link}"
+    );
+    let (_, _, older) = raw(&router, "GET", &link, &with_cookie, "").await;
+    assert!(older.contains(&ids[1]) && older.contains(&ids[0]) && !older.contains(&ids[2]));
     // Sign-out ends the session.
     let (status, _, _) = raw(
         &router,

@@ -17,6 +17,10 @@
 # The router runs on the shipped delivery defaults; DELIVERY_EXTRA adds lines
 # to its [delivery] table (e.g. DELIVERY_EXTRA="max_in_flight = 128") for a
 # tuned figure, which BENCHMARKS.md then reports beside the default one.
+# Optional: DASHBOARD=1 runs only the no-plugins scenario, alternately
+# without and with the dashboard's overview page fetched every second by a
+# signed-in session (DASHBOARD_TRIALS pairs, default 3): the dashboard's
+# cost on ingest and end to end, in one sitting.
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
 # pending (receiver down); ONLY_PENDING=1 skips the other steps.
 set -euo pipefail
@@ -46,6 +50,7 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx 
 cleanup() {
     [[ -f "$work/nginx.pid" ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
     [[ -n "${router_pid:-}" ]] && kill "$router_pid" 2>/dev/null || true
+    [[ -n "${poller_pid:-}" ]] && kill "$poller_pid" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -100,12 +105,30 @@ start_router() {
     echo "router did not start:"; cat "$work/router.err"; exit 1
 }
 
+poller_pid=
+start_poller() { # a signed-in browser refreshing the overview every second
+    local jar="$work/cookies"
+    rm -f "$jar" "$work/polls"
+    curl -s -o /dev/null -c "$jar" --data-urlencode "token=$BENCH_TOKEN" "http://127.0.0.1:$router_port/ui/login"
+    ( while :; do
+        curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -b "$jar" "http://127.0.0.1:$router_port/ui/a/bench" >> "$work/polls"
+        sleep 1
+      done ) &
+    poller_pid=$!
+}
+stop_poller() {
+    [[ -n "$poller_pid" ]] || return 0
+    kill "$poller_pid" 2>/dev/null || true; wait "$poller_pid" 2>/dev/null || true; poller_pid=
+    echo "  overview fetched $(grep -c '^200 ' "$work/polls") times (HTTP 200), $(grep -vc '^200 ' "$work/polls") other answers; page time median $(awk '{print $2*1000}' "$work/polls" | sort -n | awk '{a[NR]=$1} END{printf "%.1f ms, max %.1f ms", a[int((NR+1)/2)], a[NR]}')"
+}
+
 metric() { # sum of a metric's samples matching a filter
     curl -s "http://127.0.0.1:$router_port/metrics" | awk -v m="$1" -v f="$2" '$1 ~ "^"m && $1 ~ f {s+=$2} END{printf "%d", s}'
 }
 
 run_scenario() { # $1 = name, $2 = plugins line
     start_router "$2"
+    [[ -n "${POLL_UI:-}" ]] && start_poller
     local t0 t1 out ingested delivered filtered
     t0=$(date +%s.%N)
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events")
@@ -118,6 +141,7 @@ run_scenario() { # $1 = name, $2 = plugins line
         sleep 0.1
     done
     t1=$(date +%s.%N)
+    stop_poller
     local rss
     rss=$(awk '/VmHWM/{print $2}' "/proc/$router_pid/status")
     kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
@@ -131,6 +155,16 @@ run_scenario() { # $1 = name, $2 = plugins line
     echo "$1: ingest $rate req/s (p50 $p50, p99 $p99, non-2xx ${errors:-0}); $ingested events, $delivered deliveries final in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s => $e2e deliveries/s end to end; peak RSS $((rss/1024)) MiB"
     echo "$1 ingest/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')  e2e/raw: $(awk -v r="$e2e" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
 }
+
+if [[ -n "${DASHBOARD:-}" ]]; then
+    echo
+    echo "== dashboard cost: no-plugins scenario without / with the overview fetched every second"
+    for t in $(seq "${DASHBOARD_TRIALS:-3}"); do
+        run_scenario "no-ui-$t" ""
+        POLL_UI=1 run_scenario "overview-1s-$t" ""
+    done
+    exit 0
+fi
 
 if [[ -z "${ONLY_PENDING:-}" ]]; then
 echo

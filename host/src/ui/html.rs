@@ -2,7 +2,7 @@
 //! content goes through, the page layout (navigation, account switcher,
 //! flash messages), and responses with the security headers (a strict
 //! `Content-Security-Policy` with no inline script or style, `nosniff`,
-//! no referrer, no caching, no framing).
+//! referrer only to this origin, no caching, no framing).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -46,7 +46,7 @@ pub fn secure(mut r: Response<Body>) -> Response<Body> {
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
     );
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.entry(http::header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

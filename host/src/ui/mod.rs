@@ -66,6 +66,11 @@ pub async fn route(
 async fn route_whole(state: &AppState, req: Request<Incoming>, rest: &[&str]) -> Response<Body> {
     let method = req.method().clone();
     let secure_cookie = behind_tls(req.headers());
+    // Defence in depth beside the CSRF token (and the only check on the
+    // sign-in form): a browser's cross-site POST names another origin.
+    if method == Method::POST && !same_origin(req.headers()) {
+        return forbidden("The form was sent from another site.");
+    }
     match (&method, rest) {
         (&Method::GET, ["static", "app.js"]) => {
             return asset("text/javascript; charset=utf-8", APP_JS);
@@ -174,6 +179,23 @@ fn behind_tls(h: &http::HeaderMap) -> bool {
     h.get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Whether a request's `Origin` (sent by browsers with every POST), if
+/// any, is this host.
+fn same_origin(h: &http::HeaderMap) -> bool {
+    let Some(origin) = h.get(http::header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = h
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let bare = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    !host.is_empty() && bare.eq_ignore_ascii_case(host)
 }
 
 /// The signed-in session of a GET to an account page (the tail stream).
