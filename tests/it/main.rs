@@ -11,5 +11,6 @@ mod admin;
 mod analytics;
 mod delivery;
 mod fuzz_props;
+mod papercuts;
 mod reliability;
 mod runtime;
