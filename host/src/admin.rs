@@ -29,29 +29,31 @@ pub async fn route(
             // The admin sees everything; an account token gets the
             // read-only view (names, versions, load errors: what it needs
             // to pick plugins and see why one is missing).
-            let admin =
-                match api::authorize_admin(req.headers(), state.config().server.admin_token.as_deref()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        let token = api::bearer(req.headers())?;
-                        let snap = state.registry.snapshot();
-                        if !snap
-                            .accounts
-                            .values()
-                            .any(|a| crate::signing::constant_time_eq(&a.token, token))
-                        {
-                            return Err(match e.status {
-                                // No admin token configured: still a 401
-                                // for a token that is nobody's.
-                                StatusCode::FORBIDDEN => ApiError::unauthorized(
-                                    "the token is neither the admin token nor an account's",
-                                ),
-                                _ => e,
-                            });
-                        }
-                        false
+            let admin = match api::authorize_admin(
+                req.headers(),
+                state.config().server.admin_token.as_deref(),
+            ) {
+                Ok(()) => true,
+                Err(e) => {
+                    let token = api::bearer(req.headers())?;
+                    let snap = state.registry.snapshot();
+                    if !snap
+                        .accounts
+                        .values()
+                        .any(|a| crate::signing::constant_time_eq(&a.token, token))
+                    {
+                        return Err(match e.status {
+                            // No admin token configured: still a 401
+                            // for a token that is nobody's.
+                            StatusCode::FORBIDDEN => ApiError::unauthorized(
+                                "the token is neither the admin token nor an account's",
+                            ),
+                            _ => e,
+                        });
                     }
-                };
+                    false
+                }
+            };
             if method != Method::GET {
                 return Err(method_not_allowed(&method, "GET"));
             }
