@@ -26,11 +26,38 @@ pub async fn route(
     let method = req.method().clone();
     match segments {
         ["v1", "plugins"] => {
-            api::authorize_admin(req.headers(), state.config().server.admin_token.as_deref())?;
+            // The admin sees everything; an account token gets the
+            // read-only view (names, versions, load errors: what it needs
+            // to pick plugins and see why one is missing).
+            let admin = match api::authorize_admin(
+                req.headers(),
+                state.config().server.admin_token.as_deref(),
+            ) {
+                Ok(()) => true,
+                Err(e) => {
+                    let token = api::bearer(req.headers())?;
+                    let snap = state.registry.snapshot();
+                    if !snap
+                        .accounts
+                        .values()
+                        .any(|a| crate::signing::constant_time_eq(&a.token, token))
+                    {
+                        return Err(match e.status {
+                            // No admin token configured: still a 401
+                            // for a token that is nobody's.
+                            StatusCode::FORBIDDEN => ApiError::unauthorized(
+                                "the token is neither the admin token nor an account's",
+                            ),
+                            _ => e,
+                        });
+                    }
+                    false
+                }
+            };
             if method != Method::GET {
                 return Err(method_not_allowed(&method, "GET"));
             }
-            Ok(plugins(state))
+            Ok(plugins(state, admin))
         }
         ["v1", "accounts", account, rest @ ..] if !rest.is_empty() => {
             let snap = state.registry.snapshot();
@@ -109,13 +136,32 @@ fn method_not_allowed(method: &Method, allowed: &str) -> ApiError {
 }
 
 /// `GET /v1/plugins`: loaded plugins, version hash, load time, last error.
-fn plugins(state: &AppState) -> Response<Body> {
-    api::document(StatusCode::OK, &plugins_doc(state))
+/// `GET /v1/plugins`. For an account token (`admin` false): no runtime
+/// counters (they add up every account's traffic) and no file paths in the
+/// errors.
+fn plugins(state: &AppState, admin: bool) -> Response<Body> {
+    api::document(StatusCode::OK, &plugins_doc(state, admin))
 }
 
-/// The plugins document (API and dashboard): every plugin file's status
-/// and the runtime's counters in `meta`.
-pub fn plugins_doc(state: &AppState) -> Value {
+/// The plugins document (API and dashboard): every plugin file's status,
+/// and for the admin the runtime's counters in `meta`.
+pub fn plugins_doc(state: &AppState, admin: bool) -> Value {
+    let config = state.config();
+    let dirs = [
+        (config.plugins.dir.display().to_string(), "<plugins dir>"),
+        (config.server.data_dir.display().to_string(), "<data dir>"),
+    ];
+    let hide_paths = |e: &String| -> String {
+        let mut e = e.clone();
+        if !admin {
+            for (path, name) in &dirs {
+                if !path.is_empty() {
+                    e = e.replace(path.as_str(), name);
+                }
+            }
+        }
+        e
+    };
     let mut statuses = state.runtime.statuses();
     statuses.sort_by(|a, b| a.name.cmp(&b.name));
     let data: Vec<Value> = statuses
@@ -134,11 +180,14 @@ pub fn plugins_doc(state: &AppState) -> Value {
                     "sha256": if s.sha256.is_empty() { Value::Null } else { json!(s.sha256) },
                     "version": s.version,
                     "loadedAt": if s.loaded { json!(rfc3339(loaded_ms)) } else { Value::Null },
-                    "lastError": s.last_error,
+                    "lastError": s.last_error.as_ref().map(hide_paths),
                 }
             })
         })
         .collect();
+    if !admin {
+        return json!({"data": data});
+    }
     let st = state.runtime.stats();
     json!({
         "data": data,

@@ -349,6 +349,10 @@ fn config_check(path: &Path) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or_default();
     let mut settings = switchyard::app::runtime_settings(&c);
+    // The check is about configurations, not timing: a first, uncached
+    // instantiation on a busy machine may take longer than a call's
+    // deadline, which `serve` enforces on every call anyway.
+    settings.deadline = settings.deadline.max(std::time::Duration::from_secs(2));
     if !c.server.data_dir.is_dir() {
         // No side effects on a fresh machine: compile without the cache.
         settings.cache_dir = None;

@@ -82,6 +82,11 @@ expect '"outcome":"skip"' 'quiet event types are skipped'
 expect 'license.expired: licenses 9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a' 'the plugin runs by name from the plugins folder'
 expect '"x-chat-format":"plain"' 'the header is set'
 expect 'test result: ok. 1 passed' 'the native test passes'
+expect '"plugin":"my-plugin"' 'plugin run names the build after its crate, as it will be deployed'
+expect 'chat line for license.created' 'the plugin log line reaches stderr'
+expect '"kind":"bad_config"' 'a config that does not deserialize is a bad_config error, as JSON'
+expect '`mention_over`: expected a non-negative integer, got' 'the error names the config field'
+expect 'plugin run exited with 1' 'a failing plugin run exits non-zero'
 if (( fail )); then
     echo "plugins_tutorial.sh: 0 passed, 1 failed"
     exit 1

@@ -13,6 +13,7 @@ mod dashboard;
 mod delivery;
 mod fuzz_props;
 mod keygen_source;
+mod papercuts;
 mod polyglot;
 mod reliability;
 mod runtime;

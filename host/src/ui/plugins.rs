@@ -10,7 +10,7 @@ use crate::api::Body;
 
 /// `GET /ui/plugins`.
 pub fn page(ctx: &Ctx<'_>) -> Response<Body> {
-    let doc = crate::admin::plugins_doc(ctx.state);
+    let doc = crate::admin::plugins_doc(ctx.state, true);
     let mut main = String::new();
     let empty = Vec::new();
     let rows = doc["data"].as_array().unwrap_or(&empty);
