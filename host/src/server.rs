@@ -177,7 +177,7 @@ fn metrics(state: &AppState) -> Response<Body> {
                         (
                             ep.spec.account.clone(),
                             ep.spec.id.clone(),
-                            state.store.due_count(ep.uid) as u64,
+                            state.store.due_count_until(ep.uid, now) as u64,
                         )
                     })
                     .collect();

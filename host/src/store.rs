@@ -729,6 +729,14 @@ impl Store {
         self.tree.scan_prefix(keys::due_prefix(ep)).keys().count()
     }
 
+    /// Number of entries of an endpoint's due index due by `now_ms`: the
+    /// backlog, without walking scheduled entries further ahead.
+    pub fn due_count_until(&self, ep: Uuid, now_ms: i64) -> usize {
+        let start = keys::due_prefix(ep);
+        let end = keys::due(ep, now_ms.saturating_add(1), Uuid::nil());
+        self.tree.range(start..end).keys().count()
+    }
+
     /// Applies the result of an attempt atomically, grouped with the other
     /// attempts finishing at the same time (one sled batch for all). Not
     /// flushed: at worst a crash repeats the attempt (at-least-once).
@@ -1435,6 +1443,10 @@ mod tests {
         assert!(first.replaced.is_none());
         assert!(store.due(ep, now_ms(), 10, |_| false).unwrap().is_empty());
         assert_eq!(store.due(ep, now + 10_000, 10, |_| false).unwrap().len(), 1);
+        assert_eq!(
+            (store.due_count(ep), store.due_count_until(ep, now_ms())),
+            (1, 0)
+        );
         let s = store.schedule("acct", first.id).unwrap().unwrap();
         assert_eq!((s.due_ms, s.status(now)), (now + 10_000, Some("scheduled")));
         // Same key, same account: the first is cancelled in the same batch.
