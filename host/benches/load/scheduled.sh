@@ -97,7 +97,7 @@ t0=$(date +%s)
 while [[ "$(metric switchyard_events_scheduled_total '')" -lt "$scheduled" ]]; do
     EVENT_FILE="$work/scheduled.json" wrk -t2 -c"$conns" -d10s -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events" > /dev/null
 done
-echo "scheduled $(metric switchyard_events_scheduled_total '') events a day ahead in $(( $(date +%s) - t0 )) s; store $(du -sh "$work/b/data" | cut -f1); due entries (all times) $(metric switchyard_due_deliveries '')"
+echo "scheduled $(metric switchyard_events_scheduled_total '') events a day ahead in $(( $(date +%s) - t0 )) s; store $(du -sh "$work/b/data" | cut -f1); deliveries due now (switchyard_due_deliveries) $(metric switchyard_due_deliveries '')"
 for r in $(seq "${ROUNDS:-3}"); do
     router_port=18686 measure "round $r, A, nothing scheduled"
     router_port=18687 measure "round $r, B, $scheduled scheduled"
