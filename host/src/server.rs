@@ -263,7 +263,10 @@ async fn metrics(state: &AppState) -> Response<Body> {
         };
         let mut fresh = Vec::with_capacity(stale.len());
         for uid in stale {
-            fresh.push((uid, state.store.due_count(uid).await.unwrap_or(0)));
+            fresh.push((
+                uid,
+                state.store.due_count_until(uid, now).await.unwrap_or(0),
+            ));
         }
         let mut guard = DUE_COUNTS.lock().unwrap_or_else(|p| p.into_inner());
         let cache = guard.get_or_insert_with(Default::default);

@@ -318,7 +318,7 @@ switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_schedul
         out.push_str("# HELP switchyard_plugin_errors_total Plugin call errors, by plugin and kind.\n# TYPE switchyard_plugin_errors_total counter\n");
         self.plugin_errors
             .render(&mut out, "switchyard_plugin_errors_total");
-        out.push_str("# HELP switchyard_due_deliveries Deliveries waiting in the due index, by endpoint.\n# TYPE switchyard_due_deliveries gauge\n");
+        out.push_str("# HELP switchyard_due_deliveries Deliveries due now and not yet sent (scheduled ones once their time comes), by endpoint.\n# TYPE switchyard_due_deliveries gauge\n");
         for (account, endpoint, n) in &g.due_depth {
             let _ = writeln!(
                 out,

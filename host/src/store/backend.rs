@@ -119,6 +119,10 @@ pub trait Backend: Send + Sync + 'static {
     /// How many entries an endpoint's queue holds (all due times).
     async fn due_count(&self, ep: Uuid) -> Result<u64, StoreError>;
 
+    /// How many of them are due by `now_ms`: the backlog, without counting
+    /// scheduled entries further ahead.
+    async fn due_count_until(&self, ep: Uuid, now_ms: i64) -> Result<u64, StoreError>;
+
     /// Applies what a finished attempt changed — the old due entry removed,
     /// the next one added, the delivery record, the attempt, the endpoint's
     /// state — atomically. Need not be durable before answering: at worst a

@@ -584,6 +584,13 @@ pub async fn scheduled_events_wait_and_move_by_key(f: &dyn Fixture) {
             .len(),
         1
     );
+    assert_eq!(
+        (
+            store.due_count(ep).await.unwrap(),
+            store.due_count_until(ep, now_ms()).await.unwrap()
+        ),
+        (1, 0)
+    );
     let s = store.schedule("acct", first.id).await.unwrap().unwrap();
     assert_eq!((s.due_ms, s.status(now)), (now + 10_000, Some("scheduled")));
     assert!(store.schedule("other", first.id).await.unwrap().is_none());

@@ -310,6 +310,15 @@ impl Backend for SledStore {
             .await
     }
 
+    async fn due_count_until(&self, ep: Uuid, now_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |tree| {
+            let start = keys::due_prefix(ep);
+            let end = keys::due(ep, now_ms.saturating_add(1), Uuid::nil());
+            Ok(tree.range(start..end).keys().count() as u64)
+        })
+        .await
+    }
+
     async fn record_attempt(&self, u: AttemptUpdate<'_>) -> Result<(), StoreError> {
         let mut ops: Ops = Vec::with_capacity(5);
         if let Some(old) = u.old_due_ms {
