@@ -6,7 +6,7 @@
 //! (`signing::verify_keygen_request`) with the account's configured verify
 //! keys, and `Date` within the window against replays. A refused request
 //! answers 401 naming what failed and stores nothing; an accepted one is
-//! stored and routed exactly like a native event (`server::accept`), with
+//! stored and routed exactly like a native event (`accept::accept`), with
 //! Keygen's webhook event id as its source id and idempotency key.
 
 use std::sync::atomic::Ordering;
@@ -148,5 +148,5 @@ async fn handle_inner(
         parsed.source_id = Some(id);
     }
     let key = parsed.source_id.clone().map(|id| format!("keygen:{id}"));
-    crate::server::accept(state, account, parsed, key, None).await
+    crate::accept::accept(state, account, parsed, key, None).await
 }

@@ -7,6 +7,7 @@
 //! same functions), `feed` (delivery outcomes for it), `telemetry`, `retention` beside, and `app`
 //! tying the `serve` life cycle together.
 
+pub mod accept;
 pub mod admin;
 pub mod api;
 pub mod app;
