@@ -1182,6 +1182,32 @@ subscriptions = ["lic*"]
     }
 
     #[test]
+    fn per_plugin_limits() {
+        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let text = format!(
+            "{GOOD}\n[plugins.limits.py-filter]\nmemory = \"64MiB\"\ndeadline = \"200ms\"\npool_size = 2\n\n[plugins.limits.js]\ndeadline = \"150ms\"\n"
+        );
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        let py = &c.plugins.limits["py-filter"];
+        assert_eq!(py.memory, Some(64 << 20));
+        assert_eq!(py.deadline, Some(Duration::from_millis(200)));
+        assert_eq!(py.pool_size, Some(2));
+        assert_eq!(c.plugins.limits["js"].memory, None);
+        let bad =
+            format!("{GOOD}\n[plugins.limits.x]\nmemory = \"8GiB\"\ndeadline = \"0s\"\ncpu = 1\n");
+        let all = Config::parse(Path::new("t.toml"), &bad, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("cpu"), "{all}");
+        let bad = format!("{GOOD}\n[plugins.limits.x]\nmemory = \"8GiB\"\ndeadline = \"0s\"\n");
+        let all = Config::parse(Path::new("t.toml"), &bad, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(all.contains("plugins.limits.x.memory"), "{all}");
+        assert!(all.contains("plugins.limits.x.deadline"), "{all}");
+    }
+
+    #[test]
     fn fsync_interval_defaults_and_is_bounded() {
         let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();

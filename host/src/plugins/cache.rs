@@ -7,10 +7,11 @@
 //! the artifact is handed to `Component::deserialize`: a truncated or
 //! corrupted entry is recompiled and rewritten, never trusted.
 //!
-//! Compiling is bounded: one component at a time (a gate), and Cranelift's
-//! parallel compilation runs in a dedicated thread pool of half the cores
-//! (at least one), so compiling an 18 MB Python component (seconds of
-//! Cranelift time) leaves the other cores to ingest and delivery. Callers
+//! Compiling is bounded: one component at a time (a gate), and for large
+//! components (over 2 MiB) Cranelift's parallel compilation runs in a
+//! dedicated thread pool of half the cores (at least one), so compiling an
+//! 18 MB Python component (seconds of Cranelift time) leaves the other
+//! cores to ingest and delivery. Callers
 //! compile off the async workers (the watcher's thread, or startup before
 //! the server listens).
 
@@ -45,12 +46,17 @@ fn compile_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
+/// Components above this size (Python, JavaScript: 12–18 MB, seconds of
+/// Cranelift time) compile in the half-the-cores pool; small ones (Rust
+/// plugins, a few hundred KB, well under a second) on every core.
+const LARGE: usize = 2 << 20;
+
 /// Compiles with the bounds above.
 fn compile_bounded(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     let _one_at_a_time = COMPILE_GATE.lock().unwrap_or_else(|e| e.into_inner());
     match compile_pool() {
-        Some(pool) => pool.install(|| Component::from_binary(engine, bytes)),
-        None => Component::from_binary(engine, bytes),
+        Some(pool) if bytes.len() > LARGE => pool.install(|| Component::from_binary(engine, bytes)),
+        _ => Component::from_binary(engine, bytes),
     }
 }
 
