@@ -721,7 +721,8 @@ fn switchyard_plugin_run_binary() {
     assert_eq!(v["outcome"], "skip");
     assert!(v["reason"].as_str().unwrap().contains("not included"));
 
-    // Deadline: exit 1, actionable message on stderr, nothing on stdout.
+    // Deadline: exit 1, actionable message on stderr, the error as one
+    // JSON line on stdout.
     let out = Command::new(bin)
         .args(["plugin", "run", wasm.to_str().unwrap(), "--event"])
         .arg(&ev)
@@ -734,7 +735,9 @@ fn switchyard_plugin_run_binary() {
         stderr.contains("deadline") && stderr.contains("--deadline-ms"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["outcome"], "error");
+    assert_eq!(v["kind"], "deadline");
 
     let out = Command::new(bin)
         .args(["plugin", "check"])

@@ -28,7 +28,7 @@ async fn restart_with_backlog() {
         + &endpoint(
             "e",
             &format!("http://127.0.0.1:{port}/e"),
-            "timeout = \"1h\"\nmax_in_flight = 1\nretry_schedule = [\"1s\"]",
+            "timeout = \"5m\"\nmax_in_flight = 1\nretry_schedule = [\"1s\"]",
         );
     let mut router = Router::start(&config, &[]);
     pin_port(&router, &config);
