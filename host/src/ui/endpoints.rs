@@ -205,7 +205,7 @@ pub async fn detail(
         subs = esc(&list_text(&a["subscriptions"])),
         sigs = esc(&list_text(&a["signatures"])),
         secrets = esc(&secrets),
-        retry = esc(&text(&a["retrySchedule"])),
+        retry = esc(&if a["retrySchedule"].is_array() { list_text(&a["retrySchedule"]) } else { text(&a["retrySchedule"]) }),
         timeout = esc(&text(&a["timeout"])),
         fails = esc(&text(&h["consecutiveFailures"])),
         ok = esc(&text(&h["lastSuccess"])),
