@@ -7,7 +7,10 @@
 #    cryptography, prometheus_client),
 # 3. `cargo test --release --workspace`: unit tests, the plugin runtime with
 #    real wasm built from source, end-to-end tests of the real binary,
-# 4. the plugin tutorial of docs/PLUGINS.md, run as written.
+# 4. the plugin tutorials of docs/PLUGINS.md (Rust, Python, JavaScript), run
+#    as written; the dashboard's browser test needs Chromium and its driver
+#    (tests/ci/dashboard.sh), the plugin toolchains componentize-py and
+#    componentize-js (tests/ci/polyglot.sh).
 # First of all, the README's serve command from a clean clone with the wasm
 # target removed (tests/docs/fresh_start.sh).
 set -euo pipefail
@@ -32,7 +35,13 @@ echo "== plugin toolchains: componentize-py, componentize-js"
 bash tests/ci/polyglot.sh
 
 echo "== cargo test"
-cargo test --release --workspace
+# Everything but the Python/JavaScript plugin tests, which build and
+# compile 12–18 MB components (minutes of CPU): they run next, alone, so
+# they do not make the timing-sensitive tests of the rest share the cores.
+cargo test --release --workspace -- --skip polyglot::
+
+echo "== cargo test: Python and JavaScript plugins"
+cargo test --release -p switchyard --test it -- polyglot::
 
 echo "== docs/PLUGINS.md tutorial"
 bash tests/docs/plugins_tutorial.sh target/release/switchyard
