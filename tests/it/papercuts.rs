@@ -151,8 +151,8 @@ async fn router_toml_and_the_api_share_one_endpoint_rule() {
         (
             r#"plugins = [ { name = "acme.filter" } ]"#,
             json!({"plugins": [{"name": "acme.filter"}]}),
-            true,
-            "",
+            false,
+            "/data/attributes/plugins/0/name",
         ),
         (
             r#"plugins = [ { name = ".hidden" } ]"#,
@@ -168,9 +168,9 @@ async fn router_toml_and_the_api_share_one_endpoint_rule() {
         ),
         (
             &*Box::leak(
-                format!("retry_schedule = [{}]", vec!["\"1s\""; 51].join(", ")).into_boxed_str(),
+                format!("retry_schedule = [{}]", vec!["\"1s\""; 101].join(", ")).into_boxed_str(),
             ),
-            json!({"retrySchedule": vec!["1s"; 51]}),
+            json!({"retrySchedule": vec!["1s"; 101]}),
             false,
             "/data/attributes/retrySchedule",
         ),

@@ -18,7 +18,7 @@ use crate::policy::retry::RetrySchedule;
 /// Most `max_in_flight` (an endpoint's concurrent requests).
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Most retries in a `retry_schedule`.
-pub const MAX_RETRIES: usize = 50;
+pub const MAX_RETRIES: usize = 100;
 /// Shortest and longest request `timeout`.
 pub const TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_millis(1), Duration::from_secs(300));
@@ -303,9 +303,9 @@ mod tests {
         assert!(check_timeout("0s").is_err());
         assert!(check_timeout("6m").is_err());
         assert_eq!(check_timeout("5m").unwrap(), Duration::from_secs(300));
-        let many: Vec<String> = (0..51).map(|_| "1s".to_string()).collect();
+        let many: Vec<String> = (0..101).map(|_| "1s".to_string()).collect();
         assert!(check_retry_schedule(&many).is_err());
-        assert!(check_retry_schedule(&many[..50]).is_ok());
+        assert!(check_retry_schedule(&many[..100]).is_ok());
         assert!(check_max_in_flight(0).is_err());
         assert!(check_max_in_flight(1025).is_err());
         assert!(check_plugin(0, "p", Some(&serde_json::json!(5))).is_err());
