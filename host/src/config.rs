@@ -1183,7 +1183,7 @@ subscriptions = ["lic*"]
 
     #[test]
     fn per_plugin_limits() {
-        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let text = format!(
             "{GOOD}\n[plugins.limits.py-filter]\nmemory = \"64MiB\"\ndeadline = \"200ms\"\npool_size = 2\n\n[plugins.limits.js]\ndeadline = \"150ms\"\n"
         );
@@ -1233,7 +1233,7 @@ subscriptions = ["lic*"]
         let k1 = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
         let k2 = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
         let env = MapEnv(vec![
-            ("TOK", "secret-token"),
+            ("TOK", "secret-token-0123456"),
             ("WK", "abc"),
             (
                 "KG",
@@ -1301,7 +1301,7 @@ subscriptions = ["lic*"]
 
     #[test]
     fn relative_paths_are_relative_to_the_config_file() {
-        let env = MapEnv(vec![("TOK", "secret-token"), ("WK", "abc")]);
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let text = GOOD.replace("[server]\n", "[server]\ndata_dir = \"var/data\"\n")
             + "[plugins]\ndir = \"wasm\"\n";
         let c = Config::parse(Path::new("/etc/switchyard/router.toml"), &text, &env).unwrap();

@@ -310,12 +310,19 @@ impl bindings::switchyard::plugin::log::Host for State {
             self.log_dropped_bytes += message.len() as u64;
             if matches!(level, Level::Error) {
                 if let Some(p) = message.strip_prefix("panic: ") {
-                    self.panic_message = Some(escape_controls(p));
+                    // Raw: `panic_line` makes it one line and escapes it.
+                    self.panic_message = Some(p.to_string());
                 }
             }
             return;
         }
         self.log_bytes += message.len();
+        // Raw: `panic_line` makes it one line and escapes it.
+        if matches!(level, Level::Error) {
+            if let Some(p) = message.strip_prefix("panic: ") {
+                self.panic_message = Some(p.to_string());
+            }
+        }
         // Cap what one line can put in the host's logs.
         let mut message = escape_controls(&message);
         if message.len() > 8192 {
@@ -331,12 +338,7 @@ impl bindings::switchyard::plugin::log::Host for State {
             Level::Debug => tracing::debug!(plugin, "{message}"),
             Level::Info => tracing::info!(plugin, "{message}"),
             Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => {
-                tracing::error!(plugin, "{message}");
-                if let Some(p) = message.strip_prefix("panic: ") {
-                    self.panic_message = Some(p.to_string());
-                }
-            }
+            Level::Error => tracing::error!(plugin, "{message}"),
         }
     }
 }
@@ -484,10 +486,12 @@ pub(crate) fn panic_line(raw: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" / ");
-    match location {
+    // One line, and no control characters a plugin could use to forge
+    // log lines or terminal sequences.
+    escape_controls(&match location {
         Some(loc) => format!("panic at {loc}: {message}"),
         None => format!("panic: {message}"),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -168,6 +168,28 @@ pub fn create(name: &str, lang: Lang, dir: Option<&Path>) -> anyhow::Result<Path
 mod tests {
     use super::*;
 
+    /// The SDK copy a Rust scaffold builds against depends on what the
+    /// SDK itself depends on (a new SDK dependency must be added to the
+    /// scaffold's manifest too).
+    #[test]
+    fn the_scaffolds_sdk_has_the_sdks_dependencies() {
+        let deps = |manifest: &str| -> Vec<String> {
+            let v: toml::Value = toml::from_str(manifest).expect("a manifest");
+            let mut names: Vec<String> = v["dependencies"]
+                .as_table()
+                .expect("[dependencies]")
+                .keys()
+                .cloned()
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            deps(GUEST_CARGO),
+            deps(include_str!("../../../guest-sdk/Cargo.toml"))
+        );
+    }
+
     #[test]
     fn names_and_languages() {
         assert!(files("my-filter", Lang::Python).is_ok());
