@@ -195,7 +195,16 @@ async fn connections_are_capped_and_the_file_limit_raised() {
         closed && n == 0,
         "the 21st connection was served ({n} bytes)"
     );
-    let text = log.lock().unwrap().clone();
+    // The refusal is logged (read from the router's stderr by another
+    // thread: wait for it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = log.lock().unwrap().clone();
+        if text.contains("max_connections_per_client") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(text.contains("max_connections_per_client"), "{text}");
     // Freeing places lets clients in again.
     held.truncate(10);
