@@ -17,29 +17,6 @@ fn config(extra_server: &str) -> String {
     base_config(&format!("admin_token = \"{ADMIN}\"\n{extra_server}"))
 }
 
-/// A JSON request with a bearer token.
-async fn api(
-    c: &Client,
-    r: &Router,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Resp {
-    let auth = format!("Bearer {token}");
-    let mut h = vec![("authorization", auth.as_str())];
-    if body.is_some() {
-        h.push(("content-type", "application/vnd.api+json"));
-    }
-    c.request(
-        method,
-        &r.url(path),
-        &h,
-        body.map(|b| b.to_string()).unwrap_or_default(),
-    )
-    .await
-}
-
 fn create_doc(id: Option<&str>, attrs: Value) -> Value {
     let mut d = json!({"data": {"type": "webhook-endpoints", "attributes": attrs}});
     if let Some(id) = id {

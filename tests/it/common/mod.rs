@@ -597,3 +597,26 @@ pub fn python_check(script: &str, input: &serde_json::Value) -> String {
     );
     stdout
 }
+
+/// A JSON:API request with a bearer token (and a JSON body when given).
+pub async fn api(
+    c: &Client,
+    r: &Router,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Resp {
+    let auth = format!("Bearer {token}");
+    let mut h = vec![("authorization", auth.as_str())];
+    if body.is_some() {
+        h.push(("content-type", "application/vnd.api+json"));
+    }
+    c.request(
+        method,
+        &r.url(path),
+        &h,
+        body.map(|b| b.to_string()).unwrap_or_default(),
+    )
+    .await
+}

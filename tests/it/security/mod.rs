@@ -19,29 +19,6 @@ mod policy;
 
 pub const ADMIN: &str = "admin-token-0123456789";
 
-/// A JSON:API request with a bearer token.
-pub async fn api(
-    c: &Client,
-    r: &Router,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Resp {
-    let auth = format!("Bearer {token}");
-    let mut h = vec![("authorization", auth.as_str())];
-    if body.is_some() {
-        h.push(("content-type", "application/vnd.api+json"));
-    }
-    c.request(
-        method,
-        &r.url(path),
-        &h,
-        body.map(|b| b.to_string()).unwrap_or_default(),
-    )
-    .await
-}
-
 /// An endpoint document for `POST …/webhook-endpoints`.
 pub fn endpoint_doc(attrs: Value) -> Value {
     json!({"data": {"type": "webhook-endpoints", "attributes": attrs}})
