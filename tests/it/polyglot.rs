@@ -665,7 +665,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// box if you have one):
 /// `cargo test --release -p switchyard --test it polyglot::figures -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a benchmark (minutes of CPU): run by hand for BENCHMARKS.md"]
 fn figures() {
     let event_doc: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("examples/events/license.created.json")).unwrap(),

@@ -144,11 +144,24 @@ impl Dispatcher {
         // The receiver is done with us: the next request may start while
         // this result is being recorded.
         drop(permit);
-        match sent.result {
-            Ok(ref resp) if (200..300).contains(&resp.status) => {
-                self.on_delivered(ep, live, prepared, sent).await
+        let Sent {
+            result,
+            latency,
+            at_ms,
+        } = sent;
+        match result {
+            Ok(resp) if (200..300).contains(&resp.status) => {
+                self.on_delivered(ep, live, prepared, resp, latency, at_ms)
+                    .await
             }
-            _ => self.on_failed_send(ep, live, prepared, sent).await,
+            result => {
+                let sent = Sent {
+                    result,
+                    latency,
+                    at_ms,
+                };
+                self.on_failed_send(ep, live, prepared, sent).await
+            }
         }
     }
 
@@ -261,12 +274,11 @@ impl Dispatcher {
         ep: &EndpointShared,
         live: &LiveEndpoint,
         p: Prepared,
-        sent: Sent,
+        resp: Response,
+        latency: Duration,
+        at_ms: i64,
     ) -> Result<AttemptSummary, crate::store::StoreError> {
-        let Ok(resp) = sent.result else {
-            unreachable!("on_delivered is called for a response")
-        };
-        let (mut rec, at_ms, latency) = (p.rec, sent.at_ms, sent.latency);
+        let mut rec = p.rec;
         rec.attempts += 1;
         rec.status = DeliveryStatus::Delivered;
         rec.due_ms = None;
