@@ -80,7 +80,13 @@ pub async fn accept(
         state.metrics.event_ingested(account, &parsed.event_type);
         if let Some(record) = &record {
             for e in &endpoints {
-                state.dispatcher.offer(e.uid, committed.id, record.clone());
+                if !state.dispatcher.offer(e.uid, committed.id, record.clone()) {
+                    // A shared store claimed it for this node at commit:
+                    // give it back so any node's pump may take it now.
+                    if let Err(err) = state.store.release(e.uid, &[committed.id]).await {
+                        debug!(error = %err, "releasing a claim failed; it lapses with its lease");
+                    }
+                }
             }
         } else if let Some(due) = due_ms {
             if due > now {

@@ -108,6 +108,12 @@ impl ApiError {
                 HeaderValue::from_static("Bearer"),
             );
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Storage trouble is usually brief (a database restart, a
+            // failover): clients retry after a second.
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }

@@ -38,7 +38,7 @@ async fn open_store_waiting(config: &Config, wait: Duration) -> anyhow::Result<S
     let started = std::time::Instant::now();
     let mut said = false;
     loop {
-        match crate::store::open(config) {
+        match crate::store::open(config).await {
             Ok(store) => {
                 if said {
                     info!(
@@ -177,6 +177,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         accepting: AtomicBool::new(true),
     });
     let _config_watcher = watch_config(config_path.to_path_buf(), state.clone());
+    crate::cluster::spawn(state.clone());
     let _retention = crate::retention::spawn(state.clone());
     info!(
         %addr,
@@ -191,6 +192,9 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     server::serve(state.clone(), listener, shutdown_signal(), SHUTDOWN_GRACE).await;
     info!("shutting down: no new requests; letting attempts in flight finish");
     dispatcher.shutdown(SHUTDOWN_GRACE).await;
+    if let Err(e) = store.leave().await {
+        warn!(error = %e, "giving back this node's claims failed; they lapse with their lease");
+    }
     store.flush().await.context("flushing the store")?;
     info!("stopped");
     Ok(())
@@ -280,6 +284,29 @@ pub async fn reload_config(state: &AppState, path: &Path) {
     *state.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
     state.dispatcher.sync().await;
     info!(file = %path.display(), "configuration reloaded");
+}
+
+/// Rebuilds the registry from the running `router.toml` and the API
+/// endpoints as stored now (another node changed one); endpoints that
+/// cannot load keep the running registry.
+pub async fn reload_endpoints(state: &AppState) {
+    let config = state.config();
+    let api_endpoints = match crate::endpoints::load_all(&state.store).await {
+        Ok(e) => e,
+        Err(e) => {
+            error!(error = %e, "reading API endpoints failed; keeping the running endpoints");
+            return;
+        }
+    };
+    let (snap, errors) = Snapshot::build(&config, &api_endpoints, &state.runtime);
+    if !errors.is_empty() {
+        for line in endpoint_errors(&config, &errors) {
+            error!("endpoint cannot load: {line}");
+        }
+        return;
+    }
+    state.registry.replace(snap);
+    state.dispatcher.sync().await;
 }
 
 /// Watches `router.toml` (its folder, so editors that replace the file

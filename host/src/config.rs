@@ -15,6 +15,9 @@ use crate::policy::retry::RetrySchedule;
 use crate::signing::{KeygenKey, KeygenVerifyKey, SecretSet};
 
 pub mod endpoint;
+pub mod store;
+
+pub use store::{PostgresConfig, StoreConfig};
 
 /// Largest `max_in_flight` (an endpoint's concurrent attempts), the same
 /// bound as the API's; far above it the delivery semaphore would panic.
@@ -35,6 +38,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub plugins: PluginsConfig,
     pub delivery: DeliveryConfig,
+    pub store: StoreConfig,
     pub accounts: Vec<Account>,
     pub endpoints: Vec<EndpointSpec>,
     /// Where each endpoint is declared: (account, id, `12: endpoints[0] ("crm")`).
@@ -254,6 +258,8 @@ struct RawFile {
     plugins: RawPlugins,
     #[serde(default)]
     delivery: RawDelivery,
+    #[serde(default)]
+    store: store::RawStore,
     #[serde(default)]
     accounts: Vec<Spanned<RawAccount>>,
     #[serde(default)]
@@ -688,6 +694,9 @@ impl Config {
             );
         }
 
+        // [store]
+        let store = c.store(&raw.store);
+
         // [plugins]
         let p = &raw.plugins;
         let plugins_cfg = PluginsConfig {
@@ -1063,6 +1072,7 @@ impl Config {
             server,
             plugins: plugins_cfg,
             delivery,
+            store,
             accounts,
             endpoints,
             endpoint_locations: locations,

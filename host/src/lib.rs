@@ -4,7 +4,8 @@
 //! `config` → `server`/`ingest` → `store` → `delivery` (pumps, `plugins`,
 //! `signing`, sender, retry) → attempt log, with `registry` (who is who),
 //! `admin` (account resources), `ui` (the operator dashboard over the
-//! same functions), `feed` (delivery outcomes for it), `telemetry`, `retention` beside, and `app`
+//! same functions), `feed` (delivery outcomes for it), `telemetry`, `retention` beside, `cluster`
+//! (several routers on one PostgreSQL store), and `app`
 //! tying the `serve` life cycle together.
 
 pub mod accept;
@@ -12,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod delivery;

@@ -23,6 +23,21 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy an embedded (sled) store into an empty PostgreSQL database, with
+    /// its pending deliveries, endpoints and history. Stop the router first;
+    /// then start the nodes with `[store] backend = "postgres"`.
+    Copy {
+        /// The router's `[server] data_dir` (the folder holding `store/`).
+        #[arg(long)]
+        from: PathBuf,
+        /// PostgreSQL URL, e.g. postgres://switchyard@127.0.0.1:5432/switchyard.
+        #[arg(long, env = "SWITCHYARD_DATABASE_URL", hide_env_values = true)]
+        to: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the router.
     Serve {
@@ -48,6 +63,9 @@ enum Command {
     /// Keys and secrets.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Store tools.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Keygen tools.
     #[command(subcommand)]
     Keygen(KeygenCmd),
@@ -273,6 +291,14 @@ fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 )
             })?;
             println!("{}", key.public_hex());
+        }
+        Command::Store(StoreCmd::Copy { from, to }) => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let c = rt.block_on(switchyard::store::copy::run(&from, &to))?;
+            println!(
+                "done: {} events, {} deliveries ({} pending), {} attempts copied; start the routers with [store] backend = \"postgres\"",
+                c.events, c.deliveries, c.pending, c.attempts
+            );
         }
         Command::Keys(KeysCmd::Generate) => {
             let k = KeygenKey::generate();

@@ -9,6 +9,7 @@ mod common;
 
 mod admin;
 mod analytics;
+mod cluster;
 mod dashboard;
 mod delivery;
 mod fuzz_props;

@@ -52,6 +52,9 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     in_flight: AtomicU64,
     idle: Notify,
+    /// Routers sharing the store (1 on sled): each endpoint's
+    /// `max_in_flight` is divided between them.
+    nodes: AtomicUsize,
 }
 
 /// The delivery engine.
@@ -96,7 +99,75 @@ impl Dispatcher {
                 shutdown,
                 in_flight: AtomicU64::new(0),
                 idle: Notify::new(),
+                nodes: AtomicUsize::new(1),
             }),
+        }
+    }
+
+    /// This node's share of an endpoint's `max_in_flight` when `nodes`
+    /// routers share the store: an even split, at least 1 (so the
+    /// cluster-wide bound is `max(max_in_flight, nodes)`).
+    fn share(&self, max_in_flight: usize) -> usize {
+        let nodes = self.inner.nodes.load(Ordering::Relaxed).max(1);
+        (max_in_flight / nodes).max(1)
+    }
+
+    /// How many routers share the store; re-divides every endpoint's
+    /// in-flight bound when it changed.
+    pub async fn set_nodes(&self, nodes: usize) {
+        let nodes = nodes.max(1);
+        if self.inner.nodes.swap(nodes, Ordering::SeqCst) != nodes {
+            info!(nodes, "routers sharing the store");
+            self.sync().await;
+        }
+    }
+
+    /// Every `(endpoint, event)` delivery this node holds (queued or in
+    /// flight), for the store to renew their claims.
+    pub fn held(&self) -> Vec<(Uuid, Uuid)> {
+        let eps: Vec<Arc<EndpointShared>> = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for ep in eps {
+            out.extend(ep.in_flight().iter().map(|e| (ep.uid, *e)));
+        }
+        out
+    }
+
+    /// Reads every running endpoint's persisted state again (another
+    /// node disabled or re-enabled one) and applies it.
+    pub async fn refresh_health(&self) {
+        let eps: Vec<Arc<EndpointShared>> = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for ep in eps {
+            match self.inner.store.endpoint_state(ep.uid).await {
+                Ok(state) => {
+                    let changed = {
+                        let mut h = ep.health();
+                        let changed = h.disabled_reason != state.disabled_reason;
+                        *h = state;
+                        changed
+                    };
+                    if changed {
+                        ep.wake_to_scan();
+                    }
+                }
+                Err(e) => {
+                    warn!(endpoint = %ep.uid, error = %e, "reading the endpoint's state failed")
+                }
+            }
         }
     }
 
@@ -147,7 +218,7 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for (uid, live) in &snap.by_uid {
-            let cap = live.spec.max_in_flight.max(1);
+            let cap = self.share(live.spec.max_in_flight.max(1));
             match map.get(uid) {
                 Some(shared) => {
                     *shared.live.lock().unwrap_or_else(|p| p.into_inner()) = live.clone();
@@ -203,17 +274,26 @@ impl Dispatcher {
 
     /// Hands a just-stored event to an endpoint's pump, so its first attempt
     /// needs no store reads. Dropped (the pump finds it in the due index
-    /// later) when the endpoint already holds `MAX_TAKEN` deliveries.
-    pub fn offer(&self, uid: Uuid, event_id: Uuid, event: Arc<EventRecord>) {
-        let Some(s) = self.shared(uid) else { return };
+    /// later) when the endpoint already holds `MAX_TAKEN` deliveries;
+    /// whether it was taken (if not, the caller gives back the claim a
+    /// shared store made for this node at commit).
+    pub fn offer(&self, uid: Uuid, event_id: Uuid, event: Arc<EventRecord>) -> bool {
+        let Some(s) = self.shared(uid) else {
+            return false;
+        };
         {
             let mut taken = s.in_flight();
-            if taken.len() >= MAX_TAKEN || !taken.insert(event_id) {
+            if taken.contains(&event_id) {
+                // Read from the store meanwhile: held already.
+                return true;
+            }
+            if taken.len() >= MAX_TAKEN {
                 drop(taken);
                 s.backlog.store(true, Ordering::SeqCst);
                 s.notify.notify_one();
-                return;
+                return false;
             }
+            taken.insert(event_id);
             let due_ms = crate::store::initial_due_ms(event_id, event.created_ms);
             s.queue().push_back(Work::Fresh {
                 event_id,
@@ -222,6 +302,7 @@ impl Dispatcher {
             });
         }
         s.notify.notify_one();
+        true
     }
 
     /// Whether new events should be fanned out to this endpoint.

@@ -154,7 +154,7 @@ impl Dispatcher {
         } else {
             *ep.cursor.lock().unwrap_or_else(|p| p.into_inner())
         };
-        let due = store.due(ep.uid, after, now, room, &skip).await?;
+        let due = store.take_due(ep.uid, after, now, room, &skip).await?;
         let full = due.len() >= room;
         // Cut short: continue after the last entry next time; else the
         // next read starts over.

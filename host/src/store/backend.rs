@@ -175,6 +175,55 @@ pub trait Backend: Send + Sync + 'static {
     /// Deletes an API endpoint durably; whether it existed.
     async fn delete_api_endpoint(&self, account: &str, id: &str) -> Result<bool, StoreError>;
 
+    // ---- several nodes on one store -------------------------------------
+    //
+    // A shared backend (PostgreSQL) lets several routers deliver from one
+    // queue: a node *claims* the deliveries it takes, for a lease it renews
+    // while it holds them, and a dead node's claims lapse so others take
+    // its work. An embedded backend has one node: nothing to claim, and
+    // these default to "everything is mine".
+
+    /// The pump's read: [`Backend::due`], and on a shared backend claims
+    /// the entries it returns for this node (passing over deliveries other
+    /// nodes hold within their lease, and this node's own live claims).
+    async fn take_due(
+        &self,
+        ep: Uuid,
+        after: Option<Due>,
+        now_ms: i64,
+        limit: usize,
+        skip: Skip<'_>,
+    ) -> Result<Vec<Due>, StoreError> {
+        self.due(ep, after, now_ms, limit, skip).await
+    }
+
+    /// Gives back this node's claims on deliveries it took but will not
+    /// send now (another node may take them at once).
+    async fn release(&self, _ep: Uuid, _events: &[Uuid]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Extends this node's claims on the `(endpoint, event)` deliveries it
+    /// still holds (queued or in flight) by one lease.
+    async fn renew(&self, _held: &[(Uuid, Uuid)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// How long a claim lasts; `None` when the backend has one node.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Says this node is alive and reads what the other nodes changed.
+    async fn heartbeat(&self) -> Result<ClusterView, StoreError> {
+        Ok(ClusterView::default())
+    }
+
+    /// This node stops: its claims are given back.
+    async fn leave(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     // ---- maintenance --------------------------------------------------------
 
     /// Deletes up to `max` events of `account` stored before `cutoff_ms`

@@ -256,3 +256,22 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// What a node's heartbeat reads from a shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Bumped whenever an endpoint is created, changed or deleted through
+    /// the API, or disabled or re-enabled: a change means "reload".
+    pub version: i64,
+    /// Nodes alive (this one included).
+    pub nodes: usize,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        ClusterView {
+            version: 0,
+            nodes: 1,
+        }
+    }
+}

@@ -83,10 +83,59 @@ secret = "{SECRET}"
     )
 }
 
+/// A new, empty database in the test PostgreSQL cluster
+/// (`SWITCHYARD_TEST_DATABASE_URL`, started by `tests/ci/postgres.sh`);
+/// its URL.
+pub fn pg_database() -> String {
+    let admin = std::env::var("SWITCHYARD_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "SWITCHYARD_TEST_DATABASE_URL is not set: this test needs a PostgreSQL cluster. \
+             Run `eval \"$(bash tests/ci/postgres.sh start)\"` first (tests/run.sh does)"
+        )
+    });
+    let name = format!("it_{}", uuid::Uuid::new_v4().simple());
+    let out = Command::new("psql")
+        .args([admin.as_str(), "-qc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql must be installed (apt-get install postgresql-client)");
+    assert!(
+        out.status.success(),
+        "creating a test database: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("SWITCHYARD_TEST_DATABASE_URL must end in /<database>: {admin}"),
+    }
+}
+
+/// A `[store]` section on a fresh PostgreSQL database.
+pub fn postgres_store(lease: &str) -> String {
+    format!(
+        "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\nlease = \"{lease}\"\n",
+        pg_database()
+    )
+}
+
+/// The end-to-end tests run on sled, or on PostgreSQL when
+/// `SWITCHYARD_TEST_BACKEND=postgres` (tests/run.sh runs the delivery
+/// tests both ways): a config without a `[store]` section gets one.
+fn with_test_backend(config: &str) -> String {
+    match std::env::var("SWITCHYARD_TEST_BACKEND").as_deref() {
+        Ok("postgres") if !config.contains("[store]") => {
+            // A short lease: a router killed and restarted by a test gets
+            // its deliveries back within seconds.
+            format!("{config}{}", postgres_store("3s"))
+        }
+        _ => config.to_string(),
+    }
+}
+
 impl Router {
     /// Writes `config` into a fresh directory, copies `plugins` (name, wasm
     /// path) into its plugin folder, and starts `switchyard serve`.
     pub fn start(config: &str, plugins: &[(&str, PathBuf)]) -> Router {
+        let config = &with_test_backend(config);
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("plugins")).unwrap();

@@ -8,6 +8,7 @@
 //! entries) run on the blocking pool.
 
 mod codec;
+mod export;
 mod keys;
 mod migrate;
 mod writer;
