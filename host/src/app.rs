@@ -177,7 +177,7 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
         accepting: AtomicBool::new(true),
     });
     let _config_watcher = watch_config(config_path.to_path_buf(), state.clone());
-    crate::cluster::spawn(state.clone());
+    crate::cluster::spawn(state.clone()).await;
     let _retention = crate::retention::spawn(state.clone());
     info!(
         %addr,

@@ -23,14 +23,25 @@ use crate::state::AppState;
 /// How often a node says it is alive and looks for changes.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Starts the heartbeat and claim renewal when the store is shared.
-pub fn spawn(state: Arc<AppState>) {
+/// Starts the heartbeat and claim renewal when the store is shared. The
+/// first heartbeat is awaited: the change counter it reads is the
+/// baseline for the registry just built, before the node serves a request
+/// (a change made on another node right after would otherwise be missed).
+pub async fn spawn(state: Arc<AppState>) {
     let Some(lease) = state.store.lease() else {
         return;
     };
+    // Unknown baseline (the first heartbeat failed): reload at the first
+    // one that succeeds.
+    let mut version = match state.store.heartbeat().await {
+        Ok(v) => {
+            state.dispatcher.set_nodes(v.nodes).await;
+            Some(v.version)
+        }
+        Err(_) => None,
+    };
     let st = state.clone();
     tokio::spawn(async move {
-        let mut version = None;
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -43,7 +54,7 @@ pub fn spawn(state: Arc<AppState>) {
                 }
             };
             st.dispatcher.set_nodes(view.nodes).await;
-            if version.is_some_and(|v| v != view.version) {
+            if version != Some(view.version) {
                 info!(
                     version = view.version,
                     "endpoints changed on another node; reloading"

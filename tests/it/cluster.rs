@@ -335,7 +335,8 @@ async fn an_endpoint_changed_on_one_node_takes_effect_on_the_other() {
         }
         assert!(
             Instant::now() < deadline,
-            "node B does not see the endpoint created on A"
+            "node B does not see the endpoint created on A; its log:\n{}",
+            b.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
