@@ -14,13 +14,21 @@ use crate::common::*;
 const ADMIN: &str = "admin-token-0123456789";
 
 /// Receivers that answer 500 (with markup in the body) to the first
-/// delivery of an event whose payload says "please-fail", 200 otherwise.
+/// delivery of an event whose payload says "please-fail", and on `/delta`
+/// to the first two attempts of each delivery; 200 otherwise.
 async fn flaky_receiver() -> Receiver {
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let delta: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
     Receiver::scripted(move |_, r| {
         let body = String::from_utf8_lossy(&r.body);
         let id = r.header("webhook-id").to_string();
-        if body.contains("please-fail") && seen.lock().unwrap().insert(id) {
+        let delta_fails = r.path == "/delta" && {
+            let mut d = delta.lock().unwrap();
+            let n = d.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n <= 2
+        };
+        if delta_fails || (body.contains("please-fail") && seen.lock().unwrap().insert(id)) {
             let mut reply = Reply::status(500);
             reply.body =
                 bytes::Bytes::from_static(b"receiver says no <img src=x onerror=alert(1)>");
@@ -276,10 +284,15 @@ async fn ui_in_a_real_browser() {
     }
     let rx = flaky_receiver().await;
     let ok = Receiver::ok().await;
-    let router = Router::start(
-        &config(&rx),
-        &[("event-filter", dist_plugin("event-filter"))],
-    );
+    // `delta` takes only `user.deleted`, retries once, then fails for good
+    // (its receiver refuses the first two attempts): the recover action.
+    let config = config(&rx)
+        + &endpoint(
+            "delta",
+            &rx.url("/delta"),
+            "subscriptions = [\"user.deleted\"]\nretry_schedule = [\"100ms\"]",
+        );
+    let router = Router::start(&config, &[("event-filter", dist_plugin("event-filter"))]);
     let c = Client::new();
     // An event of the other account, with its own token.
     let other = c
@@ -423,7 +436,10 @@ async fn ui_shows_what_each_plugin_did() {
         .unwrap();
     assert_eq!(of("shaped")["status"], "delivered", "{doc}");
     assert_eq!(
-        of("shaped")["transformed"]["body"].as_str().unwrap().as_bytes(),
+        of("shaped")["transformed"]["body"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
         &sent.body[..],
         "the body shown is the body sent"
     );
@@ -489,7 +505,10 @@ async fn ui_shows_what_each_plugin_did() {
             assert!(filter.contains("none"), "{filter}");
             assert!(filter.contains(" ms</td>"), "no latency: {filter}");
             let shaped = row(&page, "misbehave");
-            assert!(shaped.contains("<td class=\"num plugin-calls\">1</td>"), "{shaped}");
+            assert!(
+                shaped.contains("<td class=\"num plugin-calls\">1</td>"),
+                "{shaped}"
+            );
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

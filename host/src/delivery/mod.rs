@@ -305,7 +305,10 @@ impl Dispatcher {
         let Some(mut rec) = self.inner.store.delivery(event, uid).await? else {
             return Ok(false);
         };
-        if matches!(rec.status, DeliveryStatus::Delivered | DeliveryStatus::Failed) {
+        if matches!(
+            rec.status,
+            DeliveryStatus::Delivered | DeliveryStatus::Failed
+        ) {
             // A body kept only for display (transformed): run the plugins
             // again, as for any finished delivery.
             rec.output = None;

@@ -293,7 +293,11 @@ fn produced_body(t: &Value) -> String {
         .unwrap_or_else(|| body.to_string());
     let cut = floor_char_boundary(&pretty, OUTPUT_SHOWN);
     let more = if cut < pretty.len() {
-        format!(" (first {} KiB of {} bytes)", OUTPUT_SHOWN / 1024, pretty.len())
+        format!(
+            " (first {} KiB of {} bytes)",
+            OUTPUT_SHOWN / 1024,
+            pretty.len()
+        )
     } else {
         String::new()
     };
@@ -312,7 +316,10 @@ fn produced_body(t: &Value) -> String {
         if headers.is_empty() {
             String::new()
         } else {
-            format!("<pre class=\"produced-headers\">{}</pre>", esc(&headers.join("\n")))
+            format!(
+                "<pre class=\"produced-headers\">{}</pre>",
+                esc(&headers.join("\n"))
+            )
         },
         esc(&pretty[..cut]),
     )
