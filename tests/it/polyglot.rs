@@ -775,8 +775,11 @@ async fn misbehaving_python_and_js_plugins_are_contained_in_the_router() {
     let cache = dir.path().join("data/plugin-cache");
     std::fs::create_dir_all(&cache).unwrap();
     std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    for e in std::fs::read_dir(&warm).unwrap().flatten() {
-        let _ = std::fs::copy(e.path(), cache.join(e.file_name()));
+    // (Also the artifacts the in-process tests compiled: same engine key.)
+    for from in [&warm, &self::cache()] {
+        for e in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let _ = std::fs::copy(e.path(), cache.join(e.file_name()));
+        }
     }
     std::fs::copy(&py, dir.path().join("plugins/probe-py.wasm")).unwrap();
     std::fs::copy(&js, dir.path().join("plugins/probe-js.wasm")).unwrap();
