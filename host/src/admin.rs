@@ -172,7 +172,7 @@ pub fn plugins_doc(state: &AppState, admin: bool) -> Value {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0);
-            json!({
+            let mut doc = json!({
                 "id": s.name,
                 "type": "plugins",
                 "attributes": {
@@ -182,7 +182,11 @@ pub fn plugins_doc(state: &AppState, admin: bool) -> Value {
                     "loadedAt": if s.loaded { json!(rfc3339(loaded_ms)) } else { Value::Null },
                     "lastError": s.last_error.as_ref().map(hide_paths),
                 }
-            })
+            });
+            if admin {
+                doc["meta"] = plugin_calls_doc(&s.calls);
+            }
+            doc
         })
         .collect();
     if !admin {
@@ -200,6 +204,21 @@ pub fn plugins_doc(state: &AppState, admin: bool) -> Value {
             "compiles": st.compiles,
             "cacheHits": st.cache_hits,
         }
+    })
+}
+
+/// One plugin's call counters (admin only: they add up every account's
+/// traffic). Latencies in milliseconds; the percentiles are histogram
+/// bucket bounds (within a factor of two).
+fn plugin_calls_doc(c: &crate::plugins::PluginCalls) -> Value {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    json!({
+        "calls": c.calls,
+        "callErrors": c.errors,
+        "callErrorsByKind": c.errors_by_kind.iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "meanMs": ms(c.mean),
+        "p50Ms": ms(c.p50),
+        "p99Ms": ms(c.p99),
     })
 }
 

@@ -42,7 +42,7 @@ impl LiveEndpoint {
         let chain = spec
             .plugins
             .iter()
-            .map(|p| runtime.bind(&p.name, &p.config))
+            .map(|p| runtime.bind_for(&spec.account, &p.name, &p.config))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(LiveEndpoint {
             uid: spec.uid(),

@@ -14,13 +14,21 @@ use crate::common::*;
 const ADMIN: &str = "admin-token-0123456789";
 
 /// Receivers that answer 500 (with markup in the body) to the first
-/// delivery of an event whose payload says "please-fail", 200 otherwise.
+/// delivery of an event whose payload says "please-fail", and on `/delta`
+/// to the first two attempts of each delivery; 200 otherwise.
 async fn flaky_receiver() -> Receiver {
     let seen: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let delta: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
     Receiver::scripted(move |_, r| {
         let body = String::from_utf8_lossy(&r.body);
         let id = r.header("webhook-id").to_string();
-        if body.contains("please-fail") && seen.lock().unwrap().insert(id) {
+        let delta_fails = r.path == "/delta" && {
+            let mut d = delta.lock().unwrap();
+            let n = d.entry(id.clone()).or_insert(0);
+            *n += 1;
+            *n <= 2
+        };
+        if delta_fails || (body.contains("please-fail") && seen.lock().unwrap().insert(id)) {
             let mut reply = Reply::status(500);
             reply.body =
                 bytes::Bytes::from_static(b"receiver says no <img src=x onerror=alert(1)>");
@@ -276,10 +284,15 @@ async fn ui_in_a_real_browser() {
     }
     let rx = flaky_receiver().await;
     let ok = Receiver::ok().await;
-    let router = Router::start(
-        &config(&rx),
-        &[("event-filter", dist_plugin("event-filter"))],
-    );
+    // `delta` takes only `user.deleted`, retries once, then fails for good
+    // (its receiver refuses the first two attempts): the recover action.
+    let config = config(&rx)
+        + &endpoint(
+            "delta",
+            &rx.url("/delta"),
+            "subscriptions = [\"user.deleted\"]\nretry_schedule = [\"100ms\"]",
+        );
+    let router = Router::start(&config, &[("event-filter", dist_plugin("event-filter"))]);
     let c = Client::new();
     // An event of the other account, with its own token.
     let other = c
@@ -341,4 +354,192 @@ async fn ui_in_a_real_browser() {
             .any(|r| r.json()["type"] == "webhook.ping"
                 || r.body.windows(12).any(|w| w == b"webhook.ping"))
     );
+}
+
+/// Signs in with `token` and returns the session cookie.
+async fn sign_in(router: &Router, token: &str) -> String {
+    let (status, h, _) = raw(
+        router,
+        "POST",
+        "/ui/login",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!("token={token}"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    session_cookie(&h)
+}
+
+/// What the plugins did, at a glance: an endpoint whose plugin rewrites
+/// the payload shows "transformed" with the produced body (escaped) in the
+/// event's detail, one whose plugin passes shows "passed" and no body, and
+/// the plugins page (admin) shows each plugin's own calls, errors by kind
+/// and latency — as `GET /v1/plugins` does in each plugin's `meta`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_shows_what_each_plugin_did() {
+    let rx = Receiver::ok().await;
+    let config = base_config(&format!("admin_token = \"{ADMIN}\""))
+        + &endpoint(
+            "shaped",
+            &rx.url("/shaped"),
+            "plugins = [ { name = \"misbehave\", config = { mode = \"rewrite\", tag = \"<b>tagged</b>\" } } ]",
+        )
+        + &endpoint(
+            "plain",
+            &rx.url("/plain"),
+            "plugins = [ { name = \"event-filter\", config = { include = [\"license.*\"] } } ]",
+        )
+        + &endpoint(
+            "broken",
+            &rx.url("/broken"),
+            "plugins = [ { name = \"oops\", config = { mode = \"error\" } } ]\nretry_schedule = [\"1h\"]",
+        );
+    let router = Router::start(
+        &config,
+        &[
+            ("misbehave", test_plugin("misbehave")),
+            ("oops", test_plugin("misbehave")),
+            ("event-filter", dist_plugin("event-filter")),
+        ],
+    );
+    let c = Client::new();
+    let r = c
+        .post_event(
+            &router,
+            "acct",
+            &event("license.created", serde_json::json!({"data": {"id": "t1"}})),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let id = r.json()["data"]["id"].as_str().unwrap().to_string();
+    let start = std::time::Instant::now();
+    while rx.count() < 2 && start.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(rx.count(), 2);
+    // The API says which delivery was transformed, with the body sent.
+    let doc = c
+        .request(
+            "GET",
+            &router.url(&format!("/v1/accounts/acct/webhook-events/{id}")),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            String::new(),
+        )
+        .await
+        .json();
+    let deliveries = doc["data"]["attributes"]["deliveries"].as_array().unwrap();
+    let of = |ep: &str| deliveries.iter().find(|d| d["endpoint"] == ep).unwrap();
+    let sent = rx
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/shaped")
+        .unwrap();
+    assert_eq!(of("shaped")["status"], "delivered", "{doc}");
+    assert_eq!(
+        of("shaped")["transformed"]["body"]
+            .as_str()
+            .unwrap()
+            .as_bytes(),
+        &sent.body[..],
+        "the body shown is the body sent"
+    );
+    assert!(of("plain").get("transformed").is_none(), "{doc}");
+    // The page: transformed + the produced body, escaped; passed.
+    let cookie = sign_in(&router, TOKEN).await;
+    let with_cookie = [("cookie", cookie.as_str())];
+    let (status, _, page) = raw(
+        &router,
+        "GET",
+        &format!("/ui/a/acct/events/{id}"),
+        &with_cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let section = |ep: &str| -> String {
+        let at = page
+            .find(&format!("aria-label=\"Delivery to {ep}\""))
+            .unwrap_or_else(|| panic!("no delivery section for {ep}: {page}"));
+        let rest = &page[at..];
+        rest[..rest.find("</section>").unwrap()].to_string()
+    };
+    let shaped = section("shaped");
+    assert!(shaped.contains("<dd>transformed</dd>"), "{shaped}");
+    assert!(shaped.contains("class=\"produced\""), "{shaped}");
+    assert!(shaped.contains("rewritten"), "{shaped}");
+    assert!(
+        shaped.contains("&lt;b&gt;tagged&lt;/b&gt;") && !shaped.contains("<b>tagged"),
+        "the produced body is not escaped: {shaped}"
+    );
+    let plain = section("plain");
+    assert!(plain.contains("<dd>passed</dd>"), "{plain}");
+    assert!(!plain.contains("class=\"produced\""), "{plain}");
+    // The plugins page: per-plugin calls, errors by kind, latency.
+    let start = std::time::Instant::now();
+    let admin_cookie = sign_in(&router, ADMIN).await;
+    let row = |page: &str, name: &str| -> String {
+        let at = page
+            .find(&format!("<tr data-plugin=\"{name}\">"))
+            .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+        let rest = &page[at..];
+        rest[..rest.find("</tr>").unwrap()].to_string()
+    };
+    loop {
+        let (status, _, page) = raw(
+            &router,
+            "GET",
+            "/ui/plugins",
+            &[("cookie", admin_cookie.as_str())],
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let oops = row(&page, "oops");
+        if oops.contains("bad_input: ") || start.elapsed() > std::time::Duration::from_secs(10) {
+            assert!(oops.contains("bad_input: 1"), "{oops}");
+            let filter = row(&page, "event-filter");
+            assert!(
+                filter.contains("<td class=\"num plugin-calls\">1</td>"),
+                "{filter}"
+            );
+            assert!(filter.contains("none"), "{filter}");
+            assert!(filter.contains(" ms</td>"), "no latency: {filter}");
+            let shaped = row(&page, "misbehave");
+            assert!(
+                shaped.contains("<td class=\"num plugin-calls\">1</td>"),
+                "{shaped}"
+            );
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let doc = c
+        .request(
+            "GET",
+            &router.url("/v1/plugins"),
+            &[("authorization", &format!("Bearer {ADMIN}"))],
+            String::new(),
+        )
+        .await
+        .json();
+    let oops = doc["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "oops")
+        .unwrap();
+    assert_eq!(oops["meta"]["calls"], 1, "{doc}");
+    assert_eq!(oops["meta"]["callErrorsByKind"]["bad_input"], 1, "{doc}");
+    assert!(oops["meta"]["p99Ms"].as_f64().unwrap() > 0.0, "{doc}");
+    // An account token sees the list, not the traffic of every account.
+    let doc = c
+        .request(
+            "GET",
+            &router.url("/v1/plugins"),
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            String::new(),
+        )
+        .await
+        .json();
+    assert!(doc["data"][0].get("meta").is_none(), "{doc}");
 }

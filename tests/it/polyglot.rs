@@ -739,3 +739,169 @@ fn figures() {
         let _ = before;
     }
 }
+
+/// Through the real router: a Python and a JavaScript plugin that loop
+/// forever, allocate without bound and raise, each on its own endpoint,
+/// leave a neighbour endpoint (no plugin) and each other's good events
+/// delivering normally; each failure is in that delivery's attempt log,
+/// read back through the API, with its kind named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_python_and_js_plugins_are_contained_in_the_router() {
+    use crate::common::*;
+    let py = probe("probe-py");
+    let js = probe("probe-js");
+    let rx = Receiver::ok().await;
+    let limits = |name: &str| {
+        // Deadline: generous (a shared box), still stops the loop in time.
+        format!("[plugins.limits.{name}]\nmemory = \"64MiB\"\ndeadline = \"1s\"\n")
+    };
+    let config = base_config("admin_token = \"admin-token-0123456789\"\n").replace(
+        "[delivery]\n",
+        &format!("{}{}[delivery]\n", limits("probe-py"), limits("probe-js")),
+    ) + &endpoint(
+        "py",
+        &rx.url("/py"),
+        "plugins = [ { name = \"probe-py\" } ]\nretry_schedule = [\"1h\"]",
+    ) + &endpoint(
+        "js",
+        &rx.url("/js"),
+        "plugins = [ { name = \"probe-js\" } ]\nretry_schedule = [\"1h\"]",
+    ) + &endpoint("plain", &rx.url("/plain"), "");
+    // Start with the compiled artifacts of earlier runs (an 18 MB component
+    // takes tens of seconds of Cranelift on a loaded box), keep the new ones.
+    let warm = repo().join("target/polyglot/router-cache");
+    std::fs::create_dir_all(&warm).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("data/plugin-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    // (Also the artifacts the in-process tests compiled: same engine key.)
+    for from in [&warm, &self::cache()] {
+        for e in std::fs::read_dir(from).into_iter().flatten().flatten() {
+            let _ = std::fs::copy(e.path(), cache.join(e.file_name()));
+        }
+    }
+    std::fs::copy(&py, dir.path().join("plugins/probe-py.wasm")).unwrap();
+    std::fs::copy(&js, dir.path().join("plugins/probe-js.wasm")).unwrap();
+    std::fs::write(dir.path().join("router.toml"), &config).unwrap();
+    let router = Router::start_in(dir.path().to_path_buf());
+    let c = Client::new();
+    let admin = [("authorization", "Bearer admin-token-0123456789")];
+    let start = std::time::Instant::now();
+    loop {
+        let doc = c
+            .request("GET", &router.url("/v1/plugins"), &admin, String::new())
+            .await
+            .json();
+        let loaded = doc["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p["attributes"]["loaded"] == true)
+                    .count()
+            })
+            .unwrap_or(0);
+        if loaded == 2 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "the plugins did not load: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("plugins loaded in {:?}", start.elapsed());
+    for e in std::fs::read_dir(&cache).unwrap().flatten() {
+        if !self::cache().join(e.file_name()).exists() && !warm.join(e.file_name()).exists() {
+            let _ = std::fs::copy(e.path(), warm.join(e.file_name()));
+        }
+    }
+    let post = |kind: &'static str| {
+        let (c, router) = (&c, &router);
+        async move {
+            let r = c
+                .post_event(
+                    router,
+                    "acct",
+                    &json!({"event": kind, "payload": {"data": {"id": kind}}}),
+                )
+                .await;
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            r.json()["data"]["id"].as_str().unwrap().to_string()
+        }
+    };
+    let bad = [
+        ("probe.loop", "deadline"),
+        ("probe.alloc", "out_of_memory"),
+        ("probe.raise", "the probe"),
+    ];
+    let mut bad_ids = Vec::new();
+    for (kind, _) in bad {
+        bad_ids.push(post(kind).await);
+    }
+    let good = post("license.created").await;
+    // Every event reaches the plain endpoint; the good one also reaches
+    // the Python and JS endpoints, each through its plugin.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let paths = || -> Vec<String> { rx.received().iter().map(|r| r.path.clone()).collect() };
+    while !(paths().iter().filter(|p| *p == "/plain").count() == 4
+        && paths().contains(&"/py".to_string())
+        && paths().contains(&"/js".to_string()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {:?}\n{}",
+            paths(),
+            router.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in rx.received().iter().filter(|r| r.path != "/plain") {
+        assert!(
+            String::from_utf8_lossy(&r.body).contains("license.created"),
+            "{}: {}",
+            r.path,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    // Each failure, in its delivery's attempt log.
+    // (Deliveries run side by side: wait for each failed attempt's record.)
+    for ((kind, needle), id) in bad.iter().zip(&bad_ids) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let doc = loop {
+            let doc = c
+                .request(
+                    "GET",
+                    &router.url(&format!("/v1/accounts/acct/webhook-events/{id}")),
+                    &[("authorization", &format!("Bearer {TOKEN}"))],
+                    String::new(),
+                )
+                .await
+                .json();
+            let tried = doc["data"]["attributes"]["deliveries"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().all(|d| d["attemptCount"].as_u64() >= Some(1)));
+            if tried {
+                break doc;
+            }
+            assert!(std::time::Instant::now() < deadline, "{kind}: {doc}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let deliveries = doc["data"]["attributes"]["deliveries"].as_array().unwrap();
+        for ep in ["py", "js"] {
+            let d = deliveries
+                .iter()
+                .find(|d| d["endpoint"] == ep)
+                .unwrap_or_else(|| panic!("{kind}: no delivery to {ep}: {doc}"));
+            assert_eq!(d["status"], "failing", "{kind} on {ep}: {d}");
+            let error = d["attempts"][0]["error"].as_str().unwrap_or_default();
+            assert!(error.contains(needle), "{kind} on {ep}: {error}");
+        }
+        let plain = deliveries
+            .iter()
+            .find(|d| d["endpoint"] == "plain")
+            .unwrap();
+        assert_eq!(plain["status"], "delivered", "{kind}: {plain}");
+    }
+    let _ = good;
+}

@@ -16,6 +16,7 @@ whose payload says "please-fail", 200 otherwise. Each step asserts what a
 user would see; any failure exits non-zero with the step's name.
 """
 
+import datetime
 import json
 import os
 import sys
@@ -43,6 +44,12 @@ DESKTOP = (1280, 1000)
 MOBILE = (390, 844)
 
 XSS = '<script>window.__xss=1</script>"><img src=x onerror="window.__xss=2">'
+
+
+def utc_now():
+    """Now, as an RFC 3339 UTC time with milliseconds."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def post_event(event_type, payload, token=TOKEN, account="acct"):
@@ -215,6 +222,10 @@ def run(t, d):
     for s in d.find_elements(By.CSS_SELECTOR, "section.delivery"):
         assert "HTTP 200" in s.text and "delivered" in s.text, s.text
     assert "lic-1" in d.find_element(By.ID, "payload").text
+    # A time between this event and the next ones (the time-range filters).
+    time.sleep(0.05)
+    mid = utc_now()
+    time.sleep(0.05)
 
     # --- a failing receiver: the failed attempt with its excerpt; Retry ----
     t.step = "failed attempt with the response excerpt"
@@ -275,6 +286,25 @@ def run(t, d):
     body = t.text()
     assert ev in body and failing in body and xss not in body, body
     t.shot("events")
+    t.step = "time range: since"
+    t.go("/ui/a/acct/events")
+    d.find_element(By.ID, "f-since").send_keys(mid + Keys.ENTER)
+    t.wait.until(EC.url_contains("since="))
+    body = t.text()
+    assert failing in body and xss in body and ev not in body, body
+    t.step = "time range: until"
+    t.go("/ui/a/acct/events")
+    d.find_element(By.ID, "f-until").send_keys(mid + Keys.ENTER)
+    t.wait.until(EC.url_contains("until="))
+    body = t.text()
+    assert ev in body and failing not in body and xss not in body, body
+    t.step = "time range: since and until"
+    t.go("/ui/a/acct/events")
+    d.find_element(By.ID, "f-since").send_keys(mid)
+    d.find_element(By.ID, "f-until").send_keys(utc_now() + Keys.ENTER)
+    t.wait.until(EC.url_contains("until="))
+    body = t.text()
+    assert failing in body and ev not in body, body
     t.go("/ui/a/acct/events?q=" + ev)
     t.wait.until(EC.url_contains(f"/events/{ev}"))
 
@@ -353,6 +383,37 @@ def run(t, d):
     t.go("/ui/a/acct/endpoints")
     assert "gamma" in t.text()
     t.shot("endpoints")
+
+    # --- recover: a delivery that failed for good, re-queued ------------------
+    t.step = "recover: the failed delivery"
+    since = utc_now()
+    gone = post_event("user.deleted", {"data": {"id": "u-gone"}})
+    t.go(f"/ui/a/acct/events/{gone}")
+
+    def delta():
+        sec = next(s for s in d.find_elements(By.CSS_SELECTOR, "section.delivery")
+                   if s.find_element(By.TAG_NAME, "h2").text.split()[1] == "delta")
+        return sec.text, [r.text for r in sec.find_elements(By.CSS_SELECTOR, "tr.attempt")]
+
+    end = time.time() + 15
+    while not (len(delta()[1]) == 2 and "failed" in delta()[0]):
+        assert time.time() < end, f"the delivery did not fail for good: {delta()}"
+        time.sleep(0.3)
+        d.refresh()
+    assert all("HTTP 500" in r for r in delta()[1]), delta()
+    t.step = "recover from the endpoint page"
+    t.go("/ui/a/acct/endpoints/delta")
+    d.find_element(By.ID, "since").send_keys(since)
+    d.find_element(By.XPATH, "//button[.='Recover']").click()
+    t.until_text("Recovered: 1 deliveries re-queued", reload=False)
+    t.step = "recover: delivered"
+    t.go(f"/ui/a/acct/events/{gone}")
+    end = time.time() + 15
+    while not (len(delta()[1]) == 3 and "HTTP 200" in delta()[1][-1]):
+        assert time.time() < end, f"no successful attempt after recover: {delta()}"
+        time.sleep(0.3)
+        d.refresh()
+    assert "delivered" in delta()[0], delta()
 
     # --- overview: figures and chart ------------------------------------------
     t.step = "overview"

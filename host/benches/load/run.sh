@@ -23,6 +23,13 @@
 # cost on ingest and end to end, in one sitting.
 # Optional: PENDING=1000000 also measures peak RSS with that many deliveries
 # pending (receiver down); ONLY_PENDING=1 skips the other steps.
+# Optional: POLYGLOT=1 runs only the Python/JS plugin figures (issue 15),
+# in one sitting: end to end with the same event filter in Rust, Python and
+# JavaScript on one endpoint; Python and JS on two endpoints (peak RSS);
+# ingest latency while a Python plugin lands in the plugins folder and
+# compiles (hot reload), against the same run without; and how long a
+# Python / JS file takes to serve from the compiled-artifact cache. Builds
+# the examples (examples/plugins/{python,js}/event-filter) if missing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -79,7 +86,8 @@ listen = "127.0.0.1:$router_port"
 data_dir = "$work/data"
 cache_size = "${CACHE_SIZE:-8MiB}"
 [plugins]
-dir = "$repo/plugins/dist"
+dir = "${PLUGINS_DIR:-$repo/plugins/dist}"
+${PLUGINS_EXTRA:-}
 [delivery]
 allow_http = true
 allow_private_networks = true
@@ -97,11 +105,20 @@ EOF
 }
 
 start_router() {
+    # The compiled-artifact cache survives (POLYGLOT: an 18 MB component
+    # compiles for tens of seconds; each scenario loads it from the cache).
+    [[ -d "$work/data/plugin-cache" ]] && mv "$work/data/plugin-cache" "$work/plugin-cache"
     rm -rf "$work/data"
+    if [[ -n "${KEEP_PLUGIN_CACHE:-}" && -d "$work/plugin-cache" ]]; then
+        mkdir -p "$work/data" && mv "$work/plugin-cache" "$work/data/plugin-cache"
+    fi
+    rm -rf "$work/plugin-cache"
     config "$1" > "$work/router.toml"
     RUST_LOG=warn "$bin" serve -c "$work/router.toml" > "$work/router.out" 2> "$work/router.err" &
     router_pid=$!
-    for _ in $(seq 100); do grep -q "listening on" "$work/router.out" 2>/dev/null && return; sleep 0.1; done
+    # (The plugins folder loads before the listener: POLYGLOT's first start
+    # compiles 30 MB of components.)
+    for _ in $(seq "${START_WAIT:-100}"); do grep -q "listening on" "$work/router.out" 2>/dev/null && return; sleep 0.1; done
     echo "router did not start:"; cat "$work/router.err"; exit 1
 }
 
@@ -134,10 +151,10 @@ run_scenario() { # $1 = name, $2 = plugins line
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events")
     echo "$out" > "$work/$1.txt"
     ingested=$(metric switchyard_events_ingested_total '')
-    # wait until every delivery is final
+    # wait until every delivery is final (FANOUT: endpoints per event)
     for _ in $(seq 600); do
         delivered=$(metric switchyard_deliveries_total 'outcome="(delivered|filtered)"')
-        [[ "$delivered" -ge "$ingested" ]] && break
+        [[ "$delivered" -ge $(( ingested * ${FANOUT:-1} )) ]] && break
         sleep 0.1
     done
     t1=$(date +%s.%N)
@@ -155,6 +172,121 @@ run_scenario() { # $1 = name, $2 = plugins line
     echo "$1: ingest $rate req/s (p50 $p50, p99 $p99, non-2xx ${errors:-0}); $ingested events, $delivered deliveries final in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s => $e2e deliveries/s end to end; peak RSS $((rss/1024)) MiB"
     echo "$1 ingest/raw: $(awk -v r="$rate" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')  e2e/raw: $(awk -v r="$e2e" -v n="$raw" 'BEGIN{printf "%.3f", r/n}')"
 }
+
+wait_plugins() { # $1 = how many plugins must be loaded
+    for _ in $(seq 3000); do
+        [[ "$(metric switchyard_plugins_loaded '')" -ge "$1" ]] && return 0
+        sleep 0.1
+    done
+    echo "plugins did not load"; tail -5 "$work/router.err"; exit 1
+}
+
+if [[ -n "${POLYGLOT:-}" ]]; then
+    for lang in python js; do
+        ex="$repo/examples/plugins/$lang/event-filter"
+        if [[ ! -f "$ex/event-filter.wasm" ]]; then
+            echo "building $ex (first shell block of its README)"
+            (cd "$ex" && bash -euo pipefail -c "$(awk '/^```sh/{f=1;next} /^```/{if(f)exit} f' README.md)")
+        fi
+    done
+    pdir="$work/plugins"; mkdir -p "$pdir"
+    cp "$repo/plugins/dist/event-filter.wasm" "$pdir/rs-filter.wasm"
+    cp "$repo/examples/plugins/python/event-filter/event-filter.wasm" "$pdir/py-filter.wasm"
+    cp "$repo/examples/plugins/js/event-filter/event-filter.wasm" "$pdir/js-filter.wasm"
+    export PLUGINS_DIR="$pdir" KEEP_PLUGIN_CACHE=1 START_WAIT=6000
+    # The limits docs/PLUGINS.md suggests for CPython / SpiderMonkey.
+    export PLUGINS_EXTRA='[plugins.limits.py-filter]
+memory = "64MiB"
+deadline = "100ms"
+[plugins.limits.js-filter]
+memory = "64MiB"
+deadline = "100ms"'
+    filter='config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] }'
+    echo
+    step() { [[ -z "${POLYGLOT_STEPS:-}" || " $POLYGLOT_STEPS " == *" $1 "* ]]; } # e.g. POLYGLOT_STEPS="compile two"
+    if step compile; then
+    echo "== polyglot: compile the three plugins once (fills the artifact cache)"
+    t0=$(date +%s.%N)
+    start_router 'subscriptions = ["nothing.matches"]'
+    wait_plugins 3
+    echo "first start, 3 plugins compiled and loaded in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}') s"
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    t0=$(date +%s.%N)
+    start_router 'subscriptions = ["nothing.matches"]'
+    wait_plugins 3
+    echo "restart, 3 plugins loaded from the cache in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s (router start included)"
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    fi
+    if step e2e; then
+    echo
+    echo "== polyglot: end to end, the same filter in Rust, Python and JavaScript (interleaved, ${POLYGLOT_TRIALS:-2} rounds)"
+    for t in $(seq "${POLYGLOT_TRIALS:-2}"); do
+        run_scenario "rust-filter-$t" "plugins = [ { name = \"rs-filter\", $filter } ]"
+        run_scenario "python-filter-$t" "plugins = [ { name = \"py-filter\", $filter } ]"
+        run_scenario "js-filter-$t" "plugins = [ { name = \"js-filter\", $filter } ]"
+    done
+    fi
+    if step two; then
+    echo
+    echo "== polyglot: Python and JS filters on two endpoints (peak RSS)"
+    FANOUT=2 run_scenario "python+js" "plugins = [ { name = \"py-filter\", $filter } ]
+[[endpoints]]
+id = \"nginx-js\"
+account = \"bench\"
+url = \"http://127.0.0.1:$nginx_port/hook\"
+secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"
+plugins = [ { name = \"js-filter\", $filter } ]"
+    fi
+    if step reload; then
+    echo
+    echo "== polyglot: ingest while a Python plugin compiles (hot reload), against without"
+    rdir="$work/plugins-reload"
+    reload_run() { # $1 = name, $2 = file to drop into the folder 1 s in (or "")
+        rm -rf "$rdir"; mkdir -p "$rdir"; cp "$pdir/rs-filter.wasm" "$rdir/"
+        rm -rf "$work/data" "$work/plugin-cache"
+        PLUGINS_DIR="$rdir" KEEP_PLUGIN_CACHE= start_router "plugins = [ { name = \"rs-filter\", $filter } ]"
+        wait_plugins 1
+        local rsecs=$(( secs * 2 )) out t0 loaded=""
+        wrk -t2 -c"$conns" -d"${rsecs}s" --latency -s "$here/post.lua" "http://127.0.0.1:$router_port/v1/accounts/bench/events" > "$work/$1.txt" &
+        local wrk_pid=$!
+        sleep 1
+        if [[ -n "$2" ]]; then
+            t0=$(date +%s.%N)
+            cp "$2" "$rdir/.late.tmp" && mv "$rdir/.late.tmp" "$rdir/late.wasm"
+            for _ in $(seq $(( rsecs * 10 ))); do
+                if [[ "$(metric switchyard_plugins_loaded '')" -ge 2 ]]; then
+                    loaded=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'); break
+                fi
+                sleep 0.1
+            done
+        fi
+        wait "$wrk_pid"
+        out=$(cat "$work/$1.txt")
+        echo "$1: ingest $(echo "$out" | wrk_rate) req/s, p50 $(echo "$out" | awk '$1=="50%"{print $2}'), p99 $(echo "$out" | awk '$1=="99%"{print $2}'), max $(echo "$out" | awk '/Latency/{print $4; exit}'), non-2xx $(echo "$out" | awk '/Non-2xx/{print $5}')${2:+; the plugin compiled and was serving ${loaded:-NOT within the run} s after the file landed}"
+        kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    }
+    reload_run "no-reload" ""
+    reload_run "python-compiling" "$pdir/py-filter.wasm"
+    reload_run "js-compiling" "$pdir/js-filter.wasm"
+    fi
+    if step cache; then
+    echo
+    echo "== polyglot: a Python / JS file landing in the folder, served from the artifact cache"
+    rm -rf "$rdir"; mkdir -p "$rdir"
+    cp "$pdir/py-filter.wasm" "$pdir/js-filter.wasm" "$rdir/"
+    PLUGINS_DIR="$rdir" start_router 'subscriptions = ["nothing.matches"]'
+    wait_plugins 2
+    for f in py-filter js-filter; do
+        n=$(( $(metric switchyard_plugins_loaded '') + 1 ))
+        t0=$(date +%s.%N)
+        cp "$rdir/$f.wasm" "$rdir/.c.tmp" && mv "$rdir/.c.tmp" "$rdir/$f-copy.wasm"
+        wait_plugins "$n"
+        echo "$f (cached, same bytes under a new name): serving $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.2f", b-a}') s after the file landed (metric polled every 0.1 s; the watcher debounces)"
+    done
+    kill "$router_pid"; wait "$router_pid" 2>/dev/null || true; router_pid=
+    fi
+    exit 0
+fi
 
 if [[ -n "${DASHBOARD:-}" ]]; then
     echo

@@ -59,6 +59,17 @@ async fn delivery_json(
         "nextAttempt": d.due_ms.map(rfc3339),
         "updated": rfc3339(d.updated_ms),
     });
+    if d.reason.as_deref() == Some(crate::store::TRANSFORMED) {
+        // What the plugins produced (the request body sent or to be sent).
+        v["transformed"] = match &d.output {
+            Some(o) => json!({
+                "contentType": o.content_type,
+                "headers": o.headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
+                "body": String::from_utf8_lossy(&o.body),
+            }),
+            None => Value::Null,
+        };
+    }
     if with_attempts {
         let attempts: Vec<Value> = store
             .attempts(event, uid)

@@ -23,7 +23,7 @@ use crate::policy::retry;
 use crate::registry::LiveEndpoint;
 use crate::store::{
     AttemptRecord, AttemptUpdate, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord,
-    StoredOutput, now_ms,
+    StoredOutput, TRANSFORMED, now_ms,
 };
 
 /// An attempt ready to go: the request is built, nothing is sent yet.
@@ -177,6 +177,9 @@ impl Dispatcher {
     ) -> Result<Prepare, crate::store::StoreError> {
         let delivery_id = envelope::delivery_id(due.event, ep.uid);
         let output = match rec.output.take() {
+            Some(o) if rec.reason.as_deref() == Some(TRANSFORMED) => {
+                Ok(ChainResult::Transformed(o))
+            }
             Some(o) => Ok(ChainResult::Output(o)),
             None if live.chain.is_empty() => {
                 self.run_chain(live, due.event, delivery_id, event).await
@@ -188,7 +191,17 @@ impl Dispatcher {
         };
         let now = now_ms();
         let mut output = match output {
-            Ok(ChainResult::Output(o)) => o,
+            Ok(ChainResult::Output(o)) => {
+                if rec.reason.as_deref() == Some(TRANSFORMED) {
+                    // A manual retry ran the plugins again; they passed.
+                    rec.reason = None;
+                }
+                o
+            }
+            Ok(ChainResult::Transformed(o)) => {
+                rec.reason = Some(TRANSFORMED.to_string());
+                o
+            }
             Ok(ChainResult::Skip(reason)) => {
                 debug!(%reason, "filtered by a plugin");
                 rec.status = DeliveryStatus::Filtered;
@@ -279,6 +292,12 @@ impl Dispatcher {
         at_ms: i64,
     ) -> Result<AttemptSummary, crate::store::StoreError> {
         let mut rec = p.rec;
+        if rec.reason.as_deref() == Some(TRANSFORMED) {
+            // Kept to show what the plugins produced (pruned with the event).
+            let mut output = p.output;
+            output.body = p.body.to_vec();
+            rec.output = Some(output);
+        }
         rec.attempts += 1;
         rec.status = DeliveryStatus::Delivered;
         rec.due_ms = None;
@@ -413,7 +432,10 @@ impl Dispatcher {
             None => {
                 rec.status = DeliveryStatus::Failed;
                 rec.due_ms = None;
-                rec.output = None;
+                // A transformed body stays visible (API, dashboard).
+                if rec.reason.as_deref() != Some(TRANSFORMED) {
+                    rec.output = None;
+                }
             }
         }
         let (state, disable) = {

@@ -31,6 +31,8 @@ impl Breaker {
 pub(super) enum ChainResult {
     Skip(String),
     Output(StoredOutput),
+    /// A plugin rewrote the payload or replaced the request.
+    Transformed(StoredOutput),
 }
 
 /// Where a plugin chain ended.
@@ -174,12 +176,19 @@ impl Dispatcher {
         self.inner.metrics.plugin_duration.observe(start.elapsed());
         Ok(match end? {
             ChainEnd::Skip(reason) => ChainResult::Skip(reason),
-            ChainEnd::Replace(out) => ChainResult::Output(out),
-            ChainEnd::Payload(payload) => ChainResult::Output(StoredOutput {
-                body: default_body(&payload),
-                content_type: "application/json".into(),
-                headers: Vec::new(),
-            }),
+            ChainEnd::Replace(out) => ChainResult::Transformed(out),
+            ChainEnd::Payload(payload) => {
+                let out = StoredOutput {
+                    body: default_body(&payload),
+                    content_type: "application/json".into(),
+                    headers: Vec::new(),
+                };
+                if payload == event.payload {
+                    ChainResult::Output(out)
+                } else {
+                    ChainResult::Transformed(out)
+                }
+            }
         })
     }
 }

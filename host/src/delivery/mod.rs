@@ -383,9 +383,17 @@ impl Dispatcher {
 
     /// Puts one delivery back in the due index now (manual retry/recover).
     pub async fn requeue(&self, event: Uuid, uid: Uuid) -> Result<bool, crate::store::StoreError> {
-        let Some(rec) = self.inner.store.delivery(event, uid).await? else {
+        let Some(mut rec) = self.inner.store.delivery(event, uid).await? else {
             return Ok(false);
         };
+        if matches!(
+            rec.status,
+            DeliveryStatus::Delivered | DeliveryStatus::Failed
+        ) {
+            // A body kept only for display (transformed): run the plugins
+            // again, as for any finished delivery.
+            rec.output = None;
+        }
         if let Some(s) = self.shared(uid) {
             if s.in_flight().contains(&event) {
                 return Ok(true);

@@ -6,6 +6,8 @@
 //! * `cache` — compile once, cache compiled artifacts on disk;
 //! * `runtime` — [`PluginRuntime`] (registry, loads, swaps) and [`Binding`]
 //!   (a plugin bound to one configuration, with its warm instance pool);
+//! * `share` — each endpoint's and each account's share of the instance pool;
+//! * `stats` — per-plugin call counters (calls, errors by kind, latency);
 //! * `name` — the one rule for plugin names (loader, API, config);
 //! * `output` — host rules on plugin output;
 //! * `watch` — hot reload of the plugin folder;
@@ -20,11 +22,14 @@ pub mod name;
 mod output;
 mod runtime;
 pub mod scaffold;
+mod share;
+mod stats;
 pub mod suggest;
 mod types;
 mod watch;
 
 pub use engine::RuntimeOptions;
 pub use runtime::{Binding, LoadReport, PluginRuntime, PluginStatus, RuntimeStats};
+pub use stats::PluginCalls;
 pub use types::*;
 pub use watch::{DEBOUNCE, PluginWatcher};

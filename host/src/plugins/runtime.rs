@@ -23,6 +23,8 @@ use wasmtime::component::Component;
 use super::cache;
 use super::engine::{self, PluginPre, PluginWorld, RuntimeOptions, State, Ticker, wit};
 use super::output;
+use super::share::{self, SHARE_WAIT, Share};
+use super::stats::{CallStats, PluginCalls};
 use super::types::*;
 
 /// Status of one plugin, for the admin API and `statuses()`.
@@ -39,6 +41,9 @@ pub struct PluginStatus {
     pub last_error: Option<String>,
     /// Increments on every successful (re)load of this name; 0 = never loaded.
     pub version: u64,
+    /// Calls, errors by kind and latency since the router started (all
+    /// versions of this name, every endpoint using it).
+    pub calls: PluginCalls,
 }
 
 /// Counters since the runtime started.
@@ -104,6 +109,8 @@ pub(crate) struct Slot {
     bindings: Mutex<Vec<Weak<BindingInner>>>,
     /// Serializes loads of this name (the watcher and explicit loads).
     loading: Mutex<()>,
+    /// Calls of this plugin through every binding.
+    stats: CallStats,
 }
 
 impl Slot {
@@ -134,6 +141,10 @@ pub(crate) struct Inner {
     /// `settings.idle_memory_budget` (a CPython or SpiderMonkey instance is
     /// tens of MiB: a count alone would not bound the RSS).
     idle_bytes: Arc<AtomicUsize>,
+    /// Each account's share of the instance pool (all its bindings'
+    /// running calls together). Accounts come from the operator's config,
+    /// so this map is bounded by it.
+    accounts: Mutex<HashMap<String, Arc<Share>>>,
     _ticker: Ticker,
 }
 
@@ -265,11 +276,10 @@ pub(crate) struct BindingInner {
     slot: OnceLock<Arc<Slot>>,
     config: String,
     bound: RwLock<Option<Arc<Bound>>>,
-    /// Calls running now: one binding (an endpoint's use of a plugin) may
-    /// hold at most a quarter of the instance pool, so one endpoint with a
-    /// high `maxInFlight` cannot take every instance from the others.
-    running: Mutex<usize>,
-    slot_freed: std::sync::Condvar,
+    /// Calls running now through this binding (an endpoint's use of a
+    /// plugin), and through every binding of its account: see `share`.
+    running: Share,
+    account: Arc<Share>,
 }
 
 /// A plugin bound to one configuration (one endpoint's use of a plugin).
@@ -312,6 +322,7 @@ impl Inner {
             status: Mutex::new(SlotStatus::default()),
             bindings: Mutex::new(Vec::new()),
             loading: Mutex::new(()),
+            stats: CallStats::default(),
         });
         slots.insert(name.to_string(), slot.clone());
         // Adopt the bindings that were waiting for this name (under the
@@ -329,6 +340,13 @@ impl Inner {
         });
         drop(adopted);
         slot
+    }
+
+    /// The pool share of `account` (one per account, shared by all its
+    /// bindings).
+    fn account_share(&self, account: &str) -> Arc<Share> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|p| p.into_inner());
+        accounts.entry(account.to_string()).or_default().clone()
     }
 
     fn count_error(&self, e: &PluginError) {
@@ -666,6 +684,7 @@ impl PluginRuntime {
                 idle_total: Arc::new(AtomicUsize::new(0)),
                 idle_budget,
                 idle_bytes: Arc::new(AtomicUsize::new(0)),
+                accounts: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -772,11 +791,23 @@ impl PluginRuntime {
         was
     }
 
-    /// Binds `plugin` to a configuration. If the plugin is loaded it is
-    /// configured now (a rejection is `Err(BadConfig)`); if not, the binding
-    /// is returned anyway and its calls fail with `NotLoaded` until a file
-    /// of that name loads.
+    /// Binds `plugin` to a configuration, for no account in particular
+    /// (`plugin run`, tests): see [`PluginRuntime::bind_for`].
     pub fn bind(&self, plugin: &str, config: &serde_json::Value) -> Result<Binding, PluginError> {
+        self.bind_for("", plugin, config)
+    }
+
+    /// Binds `plugin` to a configuration for one of `account`'s endpoints.
+    /// If the plugin is loaded it is configured now (a rejection is
+    /// `Err(BadConfig)`); if not, the binding is returned anyway and its
+    /// calls fail with `NotLoaded` until a file of that name loads. Calls
+    /// count against the account's share of the instance pool.
+    pub fn bind_for(
+        &self,
+        account: &str,
+        plugin: &str,
+        config: &serde_json::Value,
+    ) -> Result<Binding, PluginError> {
         let config = if config.is_null() {
             "{}".to_string()
         } else {
@@ -790,8 +821,8 @@ impl PluginRuntime {
             slot: OnceLock::new(),
             config,
             bound: RwLock::new(None),
-            running: Mutex::new(0),
-            slot_freed: std::sync::Condvar::new(),
+            running: Share::default(),
+            account: self.inner.account_share(account),
         });
         let slot = {
             let slots = self.inner.slots.read().unwrap();
@@ -854,6 +885,7 @@ impl PluginRuntime {
                     loaded_at: cur.as_ref().map_or(SystemTime::UNIX_EPOCH, |v| v.loaded_at),
                     last_error: st.last_error.clone(),
                     version: cur.as_ref().map_or(0, |v| v.number),
+                    calls: s.stats.snapshot(),
                 })
             })
             .collect();
@@ -916,9 +948,14 @@ impl Binding {
     pub fn call(&self, event: &PluginEvent) -> Result<Outcome, PluginError> {
         let rt = &self.inner.rt;
         rt.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let start = std::time::Instant::now();
         let result = self.call_inner(event);
         if let Err(e) = &result {
             rt.count_error(e);
+        }
+        if let Some(slot) = self.inner.slot.get() {
+            slot.stats
+                .record(start.elapsed(), result.as_ref().err().map(|e| e.kind));
         }
         result
     }
@@ -948,30 +985,31 @@ impl Binding {
         }
     }
 
-    /// Most calls of one binding at once.
-    fn max_running(&self) -> usize {
-        (self.inner.rt.options.pool_instances as usize / 4).max(2)
-    }
-
-    /// Waits (at most [`SHARE_WAIT`]) for this binding's share of the pool.
+    /// Waits (at most [`SHARE_WAIT`]) for a place in this binding's share
+    /// of the instance pool and then in its account's.
     fn enter(&self) -> Result<RunningGuard<'_>, PluginError> {
-        let max = self.max_running();
-        let mut n = self.inner.running.lock().unwrap();
+        let pool = self.inner.rt.options.pool_instances;
         let deadline = std::time::Instant::now() + SHARE_WAIT;
-        while *n >= max {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(PluginError::new(
-                    &*self.inner.name,
-                    PluginErrorKind::Internal,
-                    format!(
-                        "this endpoint already runs {max} calls of the plugin at once (its share of the instance pool); the delivery is retried"
-                    ),
-                ));
-            }
-            n = self.inner.slot_freed.wait_timeout(n, left).unwrap().0;
+        let refused = |what: String| {
+            PluginError::new(
+                &*self.inner.name,
+                PluginErrorKind::Internal,
+                format!("{what} (its share of the plugin instance pool); the delivery is retried"),
+            )
+        };
+        let max = share::binding_max(pool);
+        if !self.inner.running.enter(max, deadline) {
+            return Err(refused(format!(
+                "this endpoint already runs {max} calls of the plugin at once"
+            )));
         }
-        *n += 1;
+        let max = share::account_max(pool);
+        if !self.inner.account.enter(max, deadline) {
+            self.inner.running.leave();
+            return Err(refused(format!(
+                "this account's endpoints already run {max} plugin calls at once"
+            )));
+        }
         Ok(RunningGuard(&self.inner))
     }
 
@@ -1078,16 +1116,13 @@ impl Binding {
     }
 }
 
-/// How long a call waits for its binding's share of the instance pool.
-const SHARE_WAIT: Duration = Duration::from_secs(1);
-
-/// Frees a binding's running place.
+/// Frees a binding's and its account's running places.
 struct RunningGuard<'a>(&'a BindingInner);
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        *self.0.running.lock().unwrap() -= 1;
-        self.0.slot_freed.notify_one();
+        self.0.account.leave();
+        self.0.running.leave();
     }
 }
 

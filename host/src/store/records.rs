@@ -81,6 +81,11 @@ pub struct StoredOutput {
     pub headers: Vec<(String, String)>,
 }
 
+/// A delivery's `reason` when its plugins changed the body (rewrote the
+/// payload or replaced the request): its `output` is then kept after
+/// delivery too, so the API and dashboard can show the produced body.
+pub const TRANSFORMED: &str = "transformed by the endpoint's plugins";
+
 /// One (event, endpoint) delivery.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
@@ -93,7 +98,7 @@ pub struct DeliveryRecord {
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     pub updated_ms: i64,
-    /// Skip reason, disable reason.
+    /// Skip reason, disable reason, or [`TRANSFORMED`].
     pub reason: Option<String>,
     pub output: Option<StoredOutput>,
 }

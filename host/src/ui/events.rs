@@ -219,8 +219,10 @@ pub async fn detail(
 fn delivery(ctx: &Ctx<'_>, retry_action: &str, d: &Value) -> String {
     let ep = text(&d["endpoint"]);
     let status = text(&d["status"]);
+    let transformed = d.get("transformed");
     let plugin = match status.as_str() {
         "filtered" => format!("skipped: {}", text(&d["reason"])),
+        _ if transformed.is_some() => "transformed".into(),
         _ if !d["reason"].is_null() => text(&d["reason"]),
         _ => "passed".into(),
     };
@@ -235,6 +237,9 @@ fn delivery(ctx: &Ctx<'_>, retry_action: &str, d: &Value) -> String {
         next = esc(&text(&d["nextAttempt"])),
         wid = esc(&text(&d["webhookId"])),
     );
+    if let Some(t) = transformed {
+        s.push_str(&produced_body(t));
+    }
     let empty = Vec::new();
     let attempts = d["attempts"].as_array().unwrap_or(&empty);
     if attempts.is_empty() {
@@ -274,6 +279,54 @@ fn delivery(ctx: &Ctx<'_>, retry_action: &str, d: &Value) -> String {
     ));
     s
 }
+
+/// The body a plugin produced (pretty-printed when JSON), with its content
+/// type and headers; at most [`OUTPUT_SHOWN`] bytes of it.
+fn produced_body(t: &Value) -> String {
+    if t.is_null() {
+        return "<p class=\"muted\">The produced body is no longer kept.</p>".into();
+    }
+    let body = t["body"].as_str().unwrap_or("");
+    let pretty = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| body.to_string());
+    let cut = floor_char_boundary(&pretty, OUTPUT_SHOWN);
+    let more = if cut < pretty.len() {
+        format!(
+            " (first {} KiB of {} bytes)",
+            OUTPUT_SHOWN / 1024,
+            pretty.len()
+        )
+    } else {
+        String::new()
+    };
+    let headers: Vec<String> = t["headers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| format!("{}: {}", text(&h[0]), text(&h[1])))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "<details open class=\"output\"><summary>Produced body ({}){}</summary>{}<pre class=\"produced\">{}</pre></details>",
+        esc(&text(&t["contentType"])),
+        esc(&more),
+        if headers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<pre class=\"produced-headers\">{}</pre>",
+                esc(&headers.join("\n"))
+            )
+        },
+        esc(&pretty[..cut]),
+    )
+}
+
+/// Most bytes of a produced body the page shows.
+const OUTPUT_SHOWN: usize = 64 * 1024;
 
 fn floor_char_boundary(s: &str, max: usize) -> usize {
     if s.len() <= max {

@@ -342,3 +342,110 @@ async fn plugin_chains_are_bounded() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Finding 3, per account: the instance pool was partitioned per endpoint
+/// only, so one account with several endpoints of slow plugins could take
+/// every pooled instance (5 endpoints × a quarter each > the 128 pooled),
+/// and another account's plugins failed with `maximum concurrent limit`.
+/// Now an account's endpoints together run at most a quarter of the pool:
+/// while `acct`'s five endpoints still spin through 200 slow calls, every
+/// one of `other`'s events goes through its plugin and is delivered at the
+/// first attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_accounts_slow_plugins_do_not_starve_another_account() {
+    let slow_rx = Receiver::ok().await;
+    let rx = Receiver::ok().await;
+    // ~0.1 s of CPU per call: with dozens at once on two cores each call
+    // holds its instance for seconds.
+    let spin = "{ name = \"misbehave\", config = { mode = \"spin\", size = 1000000000 } }";
+    let mut config = base_config("").replace("[plugins]\n", "[plugins]\ndeadline = \"60s\"\n");
+    for i in 0..5 {
+        config += &endpoint(
+            &format!("slow{i}"),
+            &slow_rx.url(&format!("/slow{i}")),
+            &format!("plugins = [ {spin} ]\nmax_in_flight = 64\nretry_schedule = [\"1h\"]"),
+        );
+    }
+    config += &format!(
+        r#"
+[[endpoints]]
+id = "fast"
+account = "other"
+url = "{}"
+secret = "{SECRET}"
+plugins = [ {{ name = "misbehave", config = {{ mode = "rewrite", tag = "other" }} }} ]
+max_in_flight = 8
+retry_schedule = ["1h"]
+"#,
+        rx.url("/fast")
+    );
+    let router = Router::start(&config, &[("misbehave", test_plugin("misbehave"))]);
+    let c = Client::new();
+    for i in 0..40 {
+        let r = c
+            .post_event(
+                &router,
+                "acct",
+                &event("user.created", json!({"data": {"id": format!("a{i}")}})),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    // Let acct's calls take their places, then post other's events at once.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let url = router.events_url("other");
+    for i in 0..6 {
+        let r = c
+            .request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer other-token-bbbb"),
+                    ("content-type", "application/json"),
+                ],
+                event("user.created", json!({"data": {"id": format!("b{i}")}})).to_string(),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let start = Instant::now();
+    while rx.count() < 6 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let slow_done = slow_rx.count();
+    let log = router.log();
+    println!(
+        "other: {} of 6 delivered in {:?}; acct: {slow_done} of 200 delivered by then",
+        rx.count(),
+        start.elapsed()
+    );
+    assert_eq!(
+        rx.count(),
+        6,
+        "the other account's deliveries were starved: {}",
+        log.lines()
+            .filter(|l| l.contains("plugin"))
+            .last()
+            .unwrap_or_default()
+    );
+    for r in rx.received() {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            body.contains(r#"\"tag\":\"other\""#),
+            "not through the plugin: {body}"
+        );
+    }
+    assert!(
+        slow_done < 200,
+        "acct's slow calls were over before other's events came: the test proves nothing"
+    );
+    assert!(
+        !log.contains("maximum concurrent limit"),
+        "the instance pool ran out"
+    );
+    // acct was held to its share (its overflow waits, then is retried).
+    assert!(
+        log.contains("this account's endpoints already run 32 plugin calls at once"),
+        "acct was not held to its share"
+    );
+}
