@@ -12,7 +12,8 @@
 #    (tests/ci/dashboard.sh), the plugin toolchains componentize-py and
 #    componentize-js (tests/ci/polyglot.sh).
 # First of all, the README's serve command from a clean clone with the wasm
-# target removed (tests/docs/fresh_start.sh).
+# target removed (tests/docs/fresh_start.sh). A throw-away PostgreSQL
+# cluster (tests/ci/postgres.sh) serves the PostgreSQL backend's tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,11 @@ bash tests/docs/fresh_start.sh
 echo "== toolchain"
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target add wasm32-wasip2 >/dev/null
+
+echo "== PostgreSQL: a throw-away cluster for the tests (stopped on exit)"
+pgenv=$(bash tests/ci/postgres.sh start)
+eval "$pgenv"
+trap 'bash tests/ci/postgres.sh stop "$SWITCHYARD_TEST_PG_DIR"' EXIT
 
 echo "== python test clients"
 if ! python3 -c 'import standardwebhooks, svix, segment.analytics, amplitude, cryptography, prometheus_client' 2>/dev/null; then
@@ -39,6 +45,9 @@ echo "== cargo test"
 # compile 12–18 MB components (minutes of CPU): they run next, alone, so
 # they do not make the timing-sensitive tests of the rest share the cores.
 cargo test --release --workspace -- --skip polyglot::
+
+echo "== cargo test: the end-to-end delivery tests again, on PostgreSQL"
+SWITCHYARD_TEST_BACKEND=postgres cargo test --release -p switchyard --test it -- delivery::
 
 echo "== cargo test: Python and JavaScript plugins"
 cargo test --release -p switchyard --test it -- polyglot::

@@ -660,9 +660,11 @@ async fn crash_during_load_loses_no_acknowledged_event() {
     router.kill9();
     let crashed_at = Instant::now();
     let port = router.addr.port();
+    // The file as written (on PostgreSQL runs it also names the database).
+    let written = std::fs::read_to_string(&router.config_path).unwrap();
     std::fs::write(
         &router.config_path,
-        config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+        written.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
     )
     .unwrap();
     router.spawn();
