@@ -5,8 +5,8 @@
 //! several) per event stop near 600–3,000 events/s on this kind of
 //! machine; here the statements and commits per event fall as load rises.
 //!
-//! Two writers per queue: while one commits, the other gathers the next
-//! group. Ingest groups commit with `synchronous_commit = on` (a 202 means
+//! Several writers per queue (four for ingest, two for attempt results):
+//! while some commit, another gathers the next group. Ingest groups commit with `synchronous_commit = on` (a 202 means
 //! on disk); attempt groups with it off for their transaction only: an
 //! attempt result lost in a crash repeats the attempt, which at-least-once
 //! delivery allows (the sled backend makes the same choice).
@@ -27,8 +27,10 @@ use crate::store::{
 
 /// Most jobs in one group.
 const MAX_GROUP: usize = 2048;
-/// Writer tasks per queue.
-const WRITERS: usize = 2;
+/// Writer tasks per queue: while some commit (waiting for the WAL flush),
+/// another gathers the next group.
+const COMMIT_WRITERS: usize = 4;
+const ATTEMPT_WRITERS: usize = 2;
 /// Tries of a group that hit a deadlock or serialization failure.
 const TRIES: usize = 3;
 
@@ -58,7 +60,7 @@ pub fn spawn(shared: Arc<Shared>) -> Groups {
     let (atx, arx) = mpsc::channel::<AttemptJob>(16384);
     let crx = Arc::new(Mutex::new(crx));
     let arx = Arc::new(Mutex::new(arx));
-    for _ in 0..WRITERS {
+    for _ in 0..COMMIT_WRITERS {
         let (sh, rx) = (shared.clone(), crx.clone());
         tokio::spawn(async move {
             while let Some(jobs) = gather(&rx).await {
@@ -90,7 +92,7 @@ pub fn spawn(shared: Arc<Shared>) -> Groups {
             }
         });
     }
-    for _ in 0..WRITERS {
+    for _ in 0..ATTEMPT_WRITERS {
         let (sh, rx) = (shared.clone(), arx.clone());
         tokio::spawn(async move {
             while let Some(jobs) = gather(&rx).await {
@@ -413,8 +415,15 @@ async fn insert_events(
 async fn attempt_group(sh: &Shared, jobs: &[AttemptJob]) -> Result<(), PgErr> {
     let mut client = sh.pool.get().await?;
     let tx = client.transaction().await?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await?;
+    // The join with `unnest` must walk the primary key, not hash a scan of
+    // the whole table: the planner cannot know the group's size (it
+    // guesses 100 rows) and chose a hash join over a sequential scan,
+    // 6 ms a group at 20k deliveries and growing (BENCHMARKS.md).
+    tx.batch_execute(
+        "SET LOCAL synchronous_commit = off; SET LOCAL enable_hashjoin = off; \
+         SET LOCAL enable_mergejoin = off",
+    )
+    .await?;
     // The latest result per delivery (one delivery is attempted by one
     // task at a time, so this is a guard, not a merge).
     let mut latest: HashMap<(Uuid, Uuid), usize> = HashMap::new();
