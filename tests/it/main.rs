@@ -9,6 +9,8 @@ mod common;
 
 mod admin;
 mod analytics;
+mod batching;
+mod contract;
 mod dashboard;
 mod delivery;
 mod fuzz_props;
