@@ -21,7 +21,7 @@
 // * `log.info(msg)` (and `trace`, `debug`, `warn`, `error`) writes to the
 //   router's log, tagged with the plugin's name.
 
-import { log as witLog } from "switchyard:plugin/log@0.1.0";
+import { log as witLog } from "switchyard:plugin/log@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

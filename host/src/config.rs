@@ -1255,6 +1255,46 @@ subscriptions = ["lic*"]
     }
 
     #[test]
+    fn batch_and_rate_limit() {
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
+        let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
+        assert_eq!(
+            (c.endpoints[0].batch, c.endpoints[0].rate_limit),
+            (None, None)
+        );
+        let text = format!(
+            "{GOOD}batch = {{ max_events = 50, max_bytes = \"450KB\", max_wait = \"250ms\" }}\nrate_limit = \"500/s\"\n"
+        );
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        assert_eq!(
+            c.endpoints[0].batch,
+            Some(BatchSpec {
+                max_events: 50,
+                max_bytes: 450_000,
+                max_wait: Duration::from_millis(250),
+            })
+        );
+        assert_eq!(c.endpoints[0].rate_limit, Some(500.0));
+        let text = format!("{GOOD}batch = {{}}\n");
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        assert_eq!(c.endpoints[0].batch, Some(BatchSpec::DEFAULT));
+        let bad = format!(
+            "{GOOD}batch = {{ max_events = 0, max_bytes = \"lots\", max_wait = \"2h\" }}\nrate_limit = \"fast\"\n"
+        );
+        let all = Config::parse(Path::new("t.toml"), &bad, &env)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "batch.max_events",
+            "batch.max_bytes",
+            "batch.max_wait",
+            "rate_limit",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
+    }
+
+    #[test]
     fn per_plugin_limits() {
         let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
         let text = format!(
