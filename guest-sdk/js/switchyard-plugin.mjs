@@ -21,12 +21,15 @@
 // * `log.info(msg)` (and `trace`, `debug`, `warn`, `error`) writes to the
 //   router's log, tagged with the plugin's name.
 
-import { log as witLog } from "switchyard:plugin/log@0.1.0";
+import { log as witLog } from "switchyard:plugin/log@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** An error with a kind: "bad-config", "bad-input" or "internal". */
+/**
+ * An error with a kind: "bad-config", "bad-input", "internal" or "rejected"
+ * (permanent: the delivery fails at once, no retry).
+ */
 export class PluginError extends Error {
   constructor(kind, message) {
     super(message);
@@ -39,6 +42,8 @@ export class PluginError extends Error {
 export const badConfig = (message) => new PluginError("bad-config", message);
 export const badInput = (message) => new PluginError("bad-input", message);
 export const internal = (message) => new PluginError("internal", message);
+/** A permanent error: this event can never be handled (no retry). */
+export const rejected = (message) => new PluginError("rejected", message);
 
 /** Deliver unchanged; the next plugin in the chain runs. */
 export const pass = () => ({ tag: "pass" });

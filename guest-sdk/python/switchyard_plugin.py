@@ -37,12 +37,13 @@ from wit_world.imports import types as _t
 
 __all__ = [
     "Plugin", "Event", "PluginError", "PASS", "pass_", "skip", "rewrite", "replace",
-    "bad_config", "bad_input", "internal", "fail", "log", "export",
+    "bad_config", "bad_input", "internal", "rejected", "fail", "log", "export",
 ]
 
 
 class PluginError(Exception):
-    """An error with a kind: `bad-config`, `bad-input` or `internal`."""
+    """An error with a kind: `bad-config`, `bad-input`, `internal` or
+    `rejected` (permanent: the delivery fails at once, no retry)."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -53,6 +54,7 @@ class PluginError(Exception):
         kind = {
             "bad-config": _t.ErrorKind.BAD_CONFIG,
             "bad-input": _t.ErrorKind.BAD_INPUT,
+            "rejected": _t.ErrorKind.REJECTED,
         }.get(self.kind, _t.ErrorKind.INTERNAL)
         return Err(_t.Error(kind, self.message))
 
@@ -67,6 +69,11 @@ def bad_input(message: str) -> PluginError:
 
 def internal(message: str) -> PluginError:
     return PluginError("internal", str(message))
+
+
+def rejected(message: str) -> PluginError:
+    """A permanent error: this event can never be handled (no retry)."""
+    return PluginError("rejected", str(message))
 
 
 def fail(error: PluginError):

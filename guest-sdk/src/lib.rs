@@ -66,7 +66,7 @@ pub use document::Document;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "plugin",
+        world: "batching-plugin",
         path: "../wit",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
@@ -87,6 +87,23 @@ pub trait Plugin: Sized + 'static {
 
     /// Decides what happens to one event.
     fn handle(&mut self, event: &Event) -> Result<Outcome, Error>;
+
+    /// Batching (optional): the limits of one request to this plugin's
+    /// provider. `None` (the default) means the plugin does not merge: an
+    /// endpoint with `batch = {...}` then sends a JSON array of the bodies.
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        None
+    }
+
+    /// Batching (optional): merges the bodies `handle` produced for several
+    /// events (in order) into one request. Leave an item out with
+    /// [`Merged::refuse`] when it alone breaks the provider's per-event
+    /// limit: that delivery fails with the reason, the rest are sent. Only
+    /// called when [`Plugin::batch_limits`] is `Some`.
+    fn merge(&mut self, items: Vec<Vec<u8>>) -> Result<Merged, Error> {
+        let _ = items;
+        Err(Error::internal("this plugin does not merge batches"))
+    }
 }
 
 /// One account event as handed to a plugin.
@@ -198,11 +215,65 @@ impl Outcome {
 }
 
 /// The kind of a plugin error.
+/// What a provider accepts in one request (see [`Plugin::batch_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most events in one request.
+    pub max_events: u32,
+    /// Largest request body, bytes.
+    pub max_bytes: u64,
+    /// Largest single item (one event's body), bytes.
+    pub max_item_bytes: u64,
+}
+
+/// One merged request (see [`Plugin::merge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    /// Items left out of `body`: (index into the items, reason).
+    pub refused: Vec<(u32, String)>,
+}
+
+impl Merged {
+    /// A JSON body, nothing refused yet.
+    pub fn json(value: &impl serde::Serialize) -> Result<Self, Error> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| Error::internal(format!("cannot serialize body: {e}")))?;
+        Ok(Merged {
+            body,
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            refused: Vec::new(),
+        })
+    }
+
+    /// Adds a request header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Records that item `index` was left out, and why.
+    pub fn refuse(&mut self, index: usize, reason: impl Into<String>) {
+        self.refused.push((index as u32, reason.into()));
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// The configuration is unusable (a config that fails to deserialize
+    /// becomes one).
     BadConfig,
+    /// This event cannot be handled now; retried on the endpoint's schedule.
     BadInput,
+    /// Anything else; retried on the endpoint's schedule.
     Internal,
+    /// This event can never be handled: the delivery fails at once with
+    /// the message and is not retried (contract 0.2.0; see
+    /// [`Error::rejected`]).
+    Rejected,
 }
 
 /// A typed plugin error with a message for the operator.
@@ -231,6 +302,16 @@ impl Error {
             message: message.into(),
         }
     }
+    /// A permanent error: the delivery fails at once, with no retry. Use it
+    /// for an event no version of the plugin will ever handle (a field the
+    /// provider requires is missing, the event is over the provider's
+    /// size limit); use `bad_input` when a fixed plugin could handle it.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Error {
+            kind: ErrorKind::Rejected,
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -239,6 +320,7 @@ impl std::fmt::Display for Error {
             ErrorKind::BadConfig => "bad config",
             ErrorKind::BadInput => "bad input",
             ErrorKind::Internal => "internal error",
+            ErrorKind::Rejected => "rejected",
         };
         write!(f, "{kind}: {}", self.message)
     }
@@ -348,6 +430,7 @@ pub mod __private {
             ErrorKind::BadConfig => wit::ErrorKind::BadConfig,
             ErrorKind::BadInput => wit::ErrorKind::BadInput,
             ErrorKind::Internal => wit::ErrorKind::Internal,
+            ErrorKind::Rejected => wit::ErrorKind::Rejected,
         };
         wit::Error {
             kind,
@@ -360,6 +443,39 @@ pub mod __private {
         let plugin = super::configure::<P>(&config).map_err(to_wit_error)?;
         *slot.0.borrow_mut() = Some(plugin);
         Ok(())
+    }
+
+    pub fn batch_limits<P: Plugin>(
+        slot: &Slot<P>,
+    ) -> Option<crate::bindings::exports::switchyard::plugin::batch::BatchLimits> {
+        let guard = slot.0.borrow();
+        let limits = guard.as_ref()?.batch_limits()?;
+        Some(
+            crate::bindings::exports::switchyard::plugin::batch::BatchLimits {
+                max_events: limits.max_events,
+                max_bytes: limits.max_bytes,
+                max_item_bytes: limits.max_item_bytes,
+            },
+        )
+    }
+
+    pub fn merge<P: Plugin>(
+        slot: &Slot<P>,
+        items: Vec<Vec<u8>>,
+    ) -> Result<crate::bindings::exports::switchyard::plugin::batch::Merged, wit::Error> {
+        let mut guard = slot.0.borrow_mut();
+        let plugin = guard
+            .as_mut()
+            .ok_or_else(|| to_wit_error(Error::internal("merge called before configure")))?;
+        let m = plugin.merge(items).map_err(to_wit_error)?;
+        Ok(
+            crate::bindings::exports::switchyard::plugin::batch::Merged {
+                body: m.body,
+                content_type: m.content_type,
+                headers: m.headers,
+                refused: m.refused,
+            },
+        )
     }
 
     pub fn handle<P: Plugin>(
@@ -422,6 +538,19 @@ macro_rules! export {
                     $crate::bindings::switchyard::plugin::types::Error,
                 > {
                     __SWITCHYARD_SLOT.with(|slot| $crate::__private::handle::<$plugin>(slot, event))
+                }
+            }
+            impl $crate::bindings::exports::switchyard::plugin::batch::Guest for __SwitchyardExport {
+                fn limits() -> ::core::option::Option<$crate::bindings::exports::switchyard::plugin::batch::BatchLimits> {
+                    __SWITCHYARD_SLOT.with(|slot| $crate::__private::batch_limits::<$plugin>(slot))
+                }
+                fn merge(
+                    items: ::std::vec::Vec<::std::vec::Vec<u8>>,
+                ) -> ::core::result::Result<
+                    $crate::bindings::exports::switchyard::plugin::batch::Merged,
+                    $crate::bindings::switchyard::plugin::types::Error,
+                > {
+                    __SWITCHYARD_SLOT.with(|slot| $crate::__private::merge::<$plugin>(slot, items))
                 }
             }
             $crate::bindings::__export_plugin_world!(__SwitchyardExport with_types_in $crate::bindings);

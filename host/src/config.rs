@@ -171,6 +171,29 @@ pub struct EndpointSpec {
     pub enabled: bool,
     /// Declared in `router.toml` (read-only through the API).
     pub from_config: bool,
+    /// Batching (`batch = {...}`); `None` sends one request per event.
+    pub batch: Option<BatchSpec>,
+    /// `rate_limit`: most requests per second to this endpoint (per node).
+    pub rate_limit: Option<f64>,
+}
+
+/// An endpoint's batching: a batch is sent when it holds `max_events`
+/// items or `max_bytes` of bodies, or when its oldest item has waited
+/// `max_wait`. A merging plugin's provider limits cap the first two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpec {
+    pub max_events: usize,
+    pub max_bytes: u64,
+    pub max_wait: Duration,
+}
+
+impl BatchSpec {
+    /// analytics-python's defaults: 100 events, 475,000 bytes, 500 ms.
+    pub const DEFAULT: BatchSpec = BatchSpec {
+        max_events: 100,
+        max_bytes: 475_000,
+        max_wait: Duration::from_millis(500),
+    };
 }
 
 impl EndpointSpec {
@@ -365,6 +388,18 @@ struct RawEndpoint {
     timeout: Option<String>,
     max_in_flight: Option<usize>,
     enabled: Option<bool>,
+    /// `batch = { max_events = 100, max_bytes = "450KB", max_wait = "500ms" }`
+    batch: Option<RawBatch>,
+    /// `rate_limit = "500/s"`
+    rate_limit: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBatch {
+    max_events: Option<usize>,
+    max_bytes: Option<String>,
+    max_wait: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1046,6 +1081,42 @@ impl Config {
             if let Err(fe) = endpoint::check_max_in_flight(max_in_flight) {
                 field_err(&mut c, fe);
             }
+            let batch = e.batch.as_ref().map(|b| {
+                let d = BatchSpec::DEFAULT;
+                let spec = BatchSpec {
+                    max_events: b.max_events.unwrap_or(d.max_events),
+                    max_bytes: c.size(
+                        &format!("{loc}: batch.max_bytes"),
+                        &b.max_bytes,
+                        d.max_bytes,
+                    ),
+                    max_wait: c.duration(
+                        &format!("{loc}: batch.max_wait"),
+                        &b.max_wait,
+                        d.max_wait,
+                    ),
+                };
+                if !(1..=10_000).contains(&spec.max_events) {
+                    c.err(&loc, "batch.max_events: write between 1 and 10000");
+                }
+                if !(1..=(64 << 20)).contains(&spec.max_bytes) {
+                    c.err(&loc, "batch.max_bytes: write between \"1B\" and \"64MiB\"");
+                }
+                if spec.max_wait > Duration::from_secs(60) {
+                    c.err(&loc, "batch.max_wait: write at most \"60s\"");
+                }
+                spec
+            });
+            let rate_limit = e.rate_limit.as_ref().and_then(|r| {
+                let parsed = endpoint::parse_rate(r);
+                if parsed.is_none() {
+                    c.err(
+                        &loc,
+                        format!("rate_limit: {r:?} is not a rate; write e.g. \"500/s\", \"50/m\""),
+                    );
+                }
+                parsed
+            });
             locations.push((e.account.clone(), e.id.clone(), loc.clone()));
             endpoints.push(EndpointSpec {
                 id: e.id.clone(),
@@ -1061,6 +1132,8 @@ impl Config {
                 max_in_flight,
                 enabled: e.enabled.unwrap_or(true),
                 from_config: true,
+                batch,
+                rate_limit,
             });
         }
 
@@ -1189,6 +1262,46 @@ subscriptions = ["lic*"]
         assert!(all.contains("needs `secret`"), "{all}");
         assert!(all.contains("t.toml:5: endpoints[0]"), "{all}");
         assert!(errs.errors.len() >= 6);
+    }
+
+    #[test]
+    fn batch_and_rate_limit() {
+        let env = MapEnv(vec![("TOK", "secret-token-0123456"), ("WK", "abc")]);
+        let c = Config::parse(Path::new("t.toml"), GOOD, &env).unwrap();
+        assert_eq!(
+            (c.endpoints[0].batch, c.endpoints[0].rate_limit),
+            (None, None)
+        );
+        let text = format!(
+            "{GOOD}batch = {{ max_events = 50, max_bytes = \"450KB\", max_wait = \"250ms\" }}\nrate_limit = \"500/s\"\n"
+        );
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        assert_eq!(
+            c.endpoints[0].batch,
+            Some(BatchSpec {
+                max_events: 50,
+                max_bytes: 450_000,
+                max_wait: Duration::from_millis(250),
+            })
+        );
+        assert_eq!(c.endpoints[0].rate_limit, Some(500.0));
+        let text = format!("{GOOD}batch = {{}}\n");
+        let c = Config::parse(Path::new("t.toml"), &text, &env).unwrap();
+        assert_eq!(c.endpoints[0].batch, Some(BatchSpec::DEFAULT));
+        let bad = format!(
+            "{GOOD}batch = {{ max_events = 0, max_bytes = \"lots\", max_wait = \"2h\" }}\nrate_limit = \"fast\"\n"
+        );
+        let all = Config::parse(Path::new("t.toml"), &bad, &env)
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "batch.max_events",
+            "batch.max_bytes",
+            "batch.max_wait",
+            "rate_limit",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
     }
 
     #[test]

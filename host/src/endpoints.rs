@@ -31,6 +31,8 @@ impl StoredEndpoint {
             max_in_flight: self.max_in_flight,
             enabled: self.enabled,
             from_config: false,
+            batch: None,
+            rate_limit: None,
         }
     }
 

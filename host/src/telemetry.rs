@@ -182,6 +182,11 @@ pub struct Metrics {
     deliveries: LabeledCounter,
     delivery_failures: LabeledCounter,
     plugin_errors: LabeledCounter,
+    /// Requests held back by an endpoint's `rate_limit`.
+    rate_limited: LabeledCounter,
+    /// Batch requests sent, and the deliveries they carried.
+    batches: LabeledCounter,
+    batched: LabeledCounter,
     pub ingest_rejected: AtomicU64,
     /// Events stored with a later due time (`deliver_at`/`deliver_in`).
     pub scheduled: AtomicU64,
@@ -205,6 +210,9 @@ impl Default for Metrics {
             deliveries: LabeledCounter::new(),
             delivery_failures: LabeledCounter::new(),
             plugin_errors: LabeledCounter::new(),
+            rate_limited: LabeledCounter::new(),
+            batches: LabeledCounter::new(),
+            batched: LabeledCounter::new(),
             ingest_rejected: AtomicU64::new(0),
             scheduled: AtomicU64::new(0),
             schedule_cancelled: AtomicU64::new(0),
@@ -239,6 +247,27 @@ impl Metrics {
             format!("account=\"{}\",event=\"{}\"", esc(account), esc(event_type)),
             1,
         );
+    }
+
+    /// A request delayed by its endpoint's `rate_limit`.
+    pub fn rate_limited(&self, account: &str, endpoint: &str) {
+        let labels = format!(
+            "account=\"{}\",endpoint=\"{}\"",
+            esc(account),
+            esc(endpoint)
+        );
+        self.rate_limited.add(account, labels, 1);
+    }
+
+    /// A batch request sent with `items` deliveries.
+    pub fn batch_sent(&self, account: &str, endpoint: &str, items: usize) {
+        let labels = format!(
+            "account=\"{}\",endpoint=\"{}\"",
+            esc(account),
+            esc(endpoint)
+        );
+        self.batches.add(account, labels.clone(), 1);
+        self.batched.add(account, labels, items as u64);
     }
 
     /// `outcome`: delivered, attempt_failed, failed, filtered, disabled.
@@ -306,6 +335,15 @@ switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_schedul
         out.push_str("# HELP switchyard_deliveries_total Delivery attempts and final outcomes, by account and endpoint.\n# TYPE switchyard_deliveries_total counter\n");
         self.deliveries
             .render(&mut out, "switchyard_deliveries_total");
+        out.push_str("# HELP switchyard_rate_limited_requests_total Requests delayed by the endpoint's rate_limit (per node), by account and endpoint.\n# TYPE switchyard_rate_limited_requests_total counter\n");
+        self.rate_limited
+            .render(&mut out, "switchyard_rate_limited_requests_total");
+        out.push_str("# HELP switchyard_batch_requests_total Batch requests sent (batched endpoints), by account and endpoint.\n# TYPE switchyard_batch_requests_total counter\n");
+        self.batches
+            .render(&mut out, "switchyard_batch_requests_total");
+        out.push_str("# HELP switchyard_batched_deliveries_total Deliveries carried by batch requests, by account and endpoint.\n# TYPE switchyard_batched_deliveries_total counter\n");
+        self.batched
+            .render(&mut out, "switchyard_batched_deliveries_total");
         out.push_str("# HELP switchyard_delivery_failures_total Attempts that got no HTTP response, by account, endpoint and cause (timeout, refused, dns, connect, tls, protocol).\n# TYPE switchyard_delivery_failures_total counter\n");
         self.delivery_failures
             .render(&mut out, "switchyard_delivery_failures_total");

@@ -8,7 +8,7 @@ events in examples/events/, and writes every captured request as JSON:
 
     python3 tests/ecosystem/capture_sdks.py OUT.json
 
-OUT.json: {"segment": {"identify": REQ, "track": REQ},
+OUT.json: {"segment": {"identify": REQ, "track": REQ, "batched": REQ},
            "amplitude": {"events": REQ}, "versions": {...}}
 where REQ = {"method", "path", "headers" (lower-case names), "body" (JSON)}.
 
@@ -119,7 +119,33 @@ def segment(base):
         message_id=succeeded["id"],
     )
     identify, track = take("/v1/batch", 2)
-    return {"identify": identify, "track": track}
+    # The same two calls through the SDK's own batching (its default,
+    # asynchronous mode): one /v1/batch request carrying both.
+    client = SegmentClient(WRITE_KEY, host=base, max_retries=0, upload_interval=0.5)
+    client.identify(
+        user_id=u["id"],
+        traits={"email": a["email"], "firstName": a["firstName"], "lastName": a["lastName"],
+                "name": a["fullName"], "createdAt": a["created"], "role": a["role"],
+                "status": a["status"], "metadata": a["metadata"]},
+        timestamp=when(user),
+        message_id=user["id"],
+    )
+    meta = succeeded["payload"]["meta"]
+    client.track(
+        user_id=lic["relationships"]["user"]["data"]["id"],
+        event="License Validation Succeeded",
+        properties={"resource_id": lic["id"], "resource_type": lic["type"],
+                    "keygen_event": succeeded["event"], "status": lic["attributes"]["status"],
+                    "expiry": lic["attributes"]["expiry"], "uses": lic["attributes"]["uses"],
+                    "maxMachines": lic["attributes"]["maxMachines"],
+                    "valid": meta["valid"], "code": meta["code"], "detail": meta["detail"]},
+        timestamp=when(succeeded),
+        message_id=succeeded["id"],
+    )
+    client.flush()
+    client.shutdown()
+    batched = take("/v1/batch", 3)[2]
+    return {"identify": identify, "track": track, "batched": batched}
 
 
 def amplitude(base):

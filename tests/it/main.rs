@@ -9,7 +9,9 @@ mod common;
 
 mod admin;
 mod analytics;
+mod batching;
 mod cluster;
+mod contract;
 mod dashboard;
 mod delivery;
 mod fuzz_props;

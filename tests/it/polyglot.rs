@@ -525,7 +525,13 @@ fn scaffold(lang: &str) {
         String::from_utf8_lossy(&check.stderr)
     );
     let report: Value = serde_json::from_slice(&check.stdout).unwrap();
-    assert_eq!(report["world"], "switchyard:plugin/plugin@0.1.0");
+    // A Rust plugin exports the SDK's optional `batch` interface too.
+    let world = if lang == "rust" {
+        "switchyard:plugin/batching-plugin@0.2.0"
+    } else {
+        "switchyard:plugin/plugin@0.2.0"
+    };
+    assert_eq!(report["world"], world);
 
     let run = |event: &Path| -> Value {
         let out = Command::new(bin)

@@ -652,8 +652,11 @@ fn cli_run_output_shape() {
     assert!(format!("{e:#}").contains("--target wasm32-wasip2"), "{e:#}");
 
     let check = cli::cli_check(&wasm, settings()).unwrap();
-    assert_eq!(check["world"], "switchyard:plugin/plugin@0.1.0");
-    assert_eq!(check["exports"], json!(["configure", "handle"]));
+    assert_eq!(check["world"], "switchyard:plugin/batching-plugin@0.2.0");
+    assert_eq!(
+        check["exports"],
+        json!(["configure", "handle", "switchyard:plugin/batch@0.2.0"])
+    );
     assert_eq!(check["sha256"].as_str().unwrap().len(), 64);
 }
 
@@ -750,8 +753,11 @@ fn switchyard_plugin_run_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["world"], "switchyard:plugin/plugin@0.1.0");
-    assert_eq!(v["exports"], json!(["configure", "handle"]));
+    assert_eq!(v["world"], "switchyard:plugin/batching-plugin@0.2.0");
+    assert_eq!(
+        v["exports"],
+        json!(["configure", "handle", "switchyard:plugin/batch@0.2.0"])
+    );
 }
 
 #[test]

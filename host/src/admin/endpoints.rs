@@ -452,6 +452,8 @@ pub async fn create_doc(
         max_in_flight: config.delivery.max_in_flight,
         enabled: true,
         from_config: false,
+        batch: None,
+        rate_limit: None,
     };
     apply(state, &mut spec, attrs, true)?;
     let secret = spec.secrets.0[0].encode();

@@ -83,6 +83,11 @@ async fn delivery_json(
                     "error": a.error,
                     "latencyMs": a.latency_us as f64 / 1000.0,
                     "responseBody": String::from_utf8_lossy(&a.response),
+                    // Batched endpoints: the request this attempt was part of.
+                    "batch": a.batch.map(|b| json!({
+                        "id": Uuid::from_bytes(b.id).to_string(),
+                        "size": b.size,
+                    })),
                 })
             })
             .collect();

@@ -311,3 +311,36 @@ mod tests {
         assert!(check_plugin(0, "p", Some(&serde_json::json!(5))).is_err());
     }
 }
+
+/// Parses `"500/s"`, `"50/m"` (or `/min`), `"1000/h"` into requests per
+/// second.
+pub fn parse_rate(s: &str) -> Option<f64> {
+    let (n, unit) = s.trim().split_once('/')?;
+    let n: f64 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n > 0.0 && n.is_finite())?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return None,
+    };
+    Some(n / secs)
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(parse_rate("500/s"), Some(500.0));
+        assert_eq!(parse_rate("60/m"), Some(1.0));
+        assert_eq!(parse_rate("3600/h"), Some(1.0));
+        assert_eq!(parse_rate("0/s"), None);
+        assert_eq!(parse_rate("fast"), None);
+        assert_eq!(parse_rate("5/week"), None);
+    }
+}

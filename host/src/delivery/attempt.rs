@@ -22,8 +22,8 @@ use super::*;
 use crate::policy::retry;
 use crate::registry::LiveEndpoint;
 use crate::store::{
-    AttemptRecord, AttemptUpdate, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord,
-    StoredOutput, TRANSFORMED, now_ms,
+    AttemptRecord, AttemptUpdate, BatchRef, DeliveryRecord, DeliveryStatus, Due, EndpointState,
+    EventRecord, StoredOutput, TRANSFORMED, now_ms,
 };
 
 /// An attempt ready to go: the request is built, nothing is sent yet.
@@ -34,6 +34,8 @@ pub(super) struct Prepared {
     output: StoredOutput,
     body: Bytes,
     headers: http::HeaderMap,
+    /// The batch it was sent in (batched endpoints).
+    batch: Option<BatchRef>,
 }
 
 /// Where preparing ended: a request to send, or an outcome already
@@ -41,6 +43,14 @@ pub(super) struct Prepared {
 pub(super) enum Prepare {
     Ready(Prepared),
     Done(AttemptSummary),
+}
+
+/// When a failed attempt is tried again.
+pub(super) enum Next {
+    /// On the endpoint's retry schedule (with the receiver's `Retry-After`).
+    Schedule(Option<Duration>),
+    /// Never: the delivery fails now (a plugin's `rejected` error).
+    Never,
 }
 
 /// What sending did.
@@ -136,14 +146,85 @@ impl Dispatcher {
         event: &EventRecord,
         permit: Option<OwnedSemaphorePermit>,
     ) -> Result<AttemptSummary, crate::store::StoreError> {
-        let prepared = match self.prepare(ep, live, due, rec, event).await? {
+        let mut prepared = match self.prepare(ep, live, due, rec, event).await? {
             Prepare::Ready(p) => p,
             Prepare::Done(summary) => return Ok(summary),
         };
-        let sent = self.send(live, &prepared).await;
-        // The receiver is done with us: the next request may start while
-        // this result is being recorded.
-        drop(permit);
+        let sent = match live.spec.batch {
+            None => {
+                if let Some(rate) = live.spec.rate_limit {
+                    let wait = ep.rate.reserve(rate);
+                    if !wait.is_zero() {
+                        self.inner
+                            .metrics
+                            .rate_limited(&live.spec.account, &live.spec.id);
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let sent = self.send(live, &prepared).await;
+                // The receiver is done with us: the next request may start
+                // while this result is being recorded.
+                drop(permit);
+                sent
+            }
+            Some(spec) => {
+                // Batched: the permit bounds batch requests, not items
+                // waiting in the open batch.
+                drop(permit);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let item = super::batch::Item {
+                    body: prepared.body.clone(),
+                    headers: prepared.output.headers.clone(),
+                    reply: tx,
+                };
+                let live = ep.live();
+                match self.join_batch(&ep.batcher, &live, spec, item, rx).await {
+                    super::batch::Reply::Sent {
+                        result,
+                        latency,
+                        at_ms,
+                        batch,
+                    } => {
+                        prepared.batch = Some(batch);
+                        Sent {
+                            result,
+                            latency,
+                            at_ms,
+                        }
+                    }
+                    super::batch::Reply::NotSent {
+                        error,
+                        permanent,
+                        batch,
+                    } => {
+                        let Prepared {
+                            due,
+                            rec,
+                            mut output,
+                            body,
+                            ..
+                        } = prepared;
+                        output.body = body.to_vec();
+                        let attempt = AttemptRecord {
+                            at_ms: now_ms(),
+                            status: None,
+                            error: Some(error),
+                            latency_us: 0,
+                            response: Vec::new(),
+                            batch,
+                        };
+                        let next = if permanent {
+                            Next::Never
+                        } else {
+                            Next::Schedule(None)
+                        };
+                        return self
+                            .failed(ep, &live, due, rec, Some(output), attempt, next)
+                            .await;
+                    }
+                }
+            }
+        };
         let Sent {
             result,
             latency,
@@ -228,8 +309,16 @@ impl Dispatcher {
                     error: Some(e.to_string()),
                     latency_us: 0,
                     response: Vec::new(),
+                    batch: None,
                 };
-                let summary = self.failed(ep, live, due, rec, None, attempt, None).await?;
+                // `rejected` (contract 0.2.0): the plugin says no attempt
+                // will ever succeed; the delivery fails now.
+                let next = if e.kind == crate::plugins::PluginErrorKind::Rejected {
+                    Next::Never
+                } else {
+                    Next::Schedule(None)
+                };
+                let summary = self.failed(ep, live, due, rec, None, attempt, next).await?;
                 return Ok(Prepare::Done(summary));
             }
         };
@@ -242,9 +331,18 @@ impl Dispatcher {
                     error: Some(msg),
                     latency_us: 0,
                     response: Vec::new(),
+                    batch: None,
                 };
                 let summary = self
-                    .failed(ep, live, due, rec, Some(output), attempt, None)
+                    .failed(
+                        ep,
+                        live,
+                        due,
+                        rec,
+                        Some(output),
+                        attempt,
+                        Next::Schedule(None),
+                    )
                     .await?;
                 return Ok(Prepare::Done(summary));
             }
@@ -258,6 +356,7 @@ impl Dispatcher {
             output,
             body,
             headers,
+            batch: None,
         }))
     }
 
@@ -310,6 +409,7 @@ impl Dispatcher {
             error: None,
             latency_us: latency.as_micros() as u64,
             response: resp.excerpt,
+            batch: p.batch,
         };
         let state = {
             let mut h = ep.health();
@@ -351,6 +451,7 @@ impl Dispatcher {
             rec,
             mut output,
             body,
+            batch,
             ..
         } = p;
         let latency_us = sent.latency.as_micros() as u64;
@@ -369,6 +470,7 @@ impl Dispatcher {
                     error: None,
                     latency_us,
                     response: resp.excerpt,
+                    batch,
                 };
                 if resp.status == 410 {
                     return self.gone(ep, live, due, rec, attempt).await;
@@ -386,14 +488,23 @@ impl Dispatcher {
                         error: Some(e.to_string()),
                         latency_us,
                         response: Vec::new(),
+                        batch: None,
                     },
                     None,
                 )
             }
         };
         output.body = body.to_vec();
-        self.failed(ep, live, due, rec, Some(output), attempt, retry_after)
-            .await
+        self.failed(
+            ep,
+            live,
+            due,
+            rec,
+            Some(output),
+            attempt,
+            Next::Schedule(retry_after),
+        )
+        .await
     }
 
     /// Records a failed attempt and schedules the next, or fails for good.
@@ -406,18 +517,21 @@ impl Dispatcher {
         mut rec: DeliveryRecord,
         output: Option<StoredOutput>,
         attempt: AttemptRecord,
-        retry_after: Option<Duration>,
+        next: Next,
     ) -> Result<AttemptSummary, crate::store::StoreError> {
         let now = attempt.at_ms;
         rec.attempts += 1;
         rec.last_status = attempt.status;
         rec.last_error = attempt.error.clone();
         rec.updated_ms = now;
-        let next = live.spec.retry_schedule.next_delay(
-            rec.attempts,
-            retry_after,
-            self.inner.settings.max_retry_after,
-        );
+        let next = match next {
+            Next::Schedule(retry_after) => live.spec.retry_schedule.next_delay(
+                rec.attempts,
+                retry_after,
+                self.inner.settings.max_retry_after,
+            ),
+            Next::Never => None,
+        };
         match next {
             Some(d) => {
                 rec.status = DeliveryStatus::Failing;

@@ -48,6 +48,10 @@ pub(super) struct EndpointShared {
     /// every delivery taken since (up to `MAX_TAKEN`). A std mutex: held
     /// to copy or set it.
     pub(super) cursor: Mutex<Option<Due>>,
+    /// The open batch (endpoints with `batch = {...}`).
+    pub(super) batcher: Arc<super::batch::Batcher>,
+    /// `rate_limit`: the endpoint's token bucket.
+    pub(super) rate: super::rate::RateLimiter,
 }
 
 /// One delivery to attempt.

@@ -8,11 +8,13 @@
 //! in-flight set stops the pump from taking the same delivery twice.
 
 mod attempt;
+mod batch;
 mod chain;
 mod endpoint;
 pub mod envelope;
 mod headers;
 mod pump;
+mod rate;
 pub mod sender;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -248,6 +250,8 @@ impl Dispatcher {
                         next_due_hint: AtomicI64::new(i64::MAX),
                         backlog: AtomicBool::new(false),
                         cursor: Mutex::new(None),
+                        batcher: Default::default(),
+                        rate: Default::default(),
                     });
                     map.insert(*uid, shared.clone());
                     let d = self.clone();

@@ -11,8 +11,9 @@ use serde_json::{Map, Value, json};
 
 use super::{Outcome, PluginError, PluginErrorKind, PluginEvent, PluginRuntime, RuntimeSettings};
 
-/// The world every plugin must implement.
-pub const WORLD: &str = "switchyard:plugin/plugin@0.1.0";
+/// The world a new plugin implements (0.1.0 plugins still load; a plugin
+/// that merges batches implements `batching-plugin`).
+pub const WORLD: &str = "switchyard:plugin/plugin@0.2.0";
 
 /// Turns a plugin error into a message that says what to do next.
 pub fn explain(e: &PluginError, settings: &RuntimeSettings) -> String {
@@ -45,6 +46,10 @@ pub fn explain(e: &PluginError, settings: &RuntimeSettings) -> String {
         PluginErrorKind::InvalidOutput => format!("{p}: invalid output: {}", e.message),
         PluginErrorKind::BadInput => format!("{p}: the plugin refused the event: {}", e.message),
         PluginErrorKind::Internal => format!("{p}: plugin internal error: {}", e.message),
+        PluginErrorKind::Rejected => format!(
+            "{p}: the plugin rejected the event for good (no retry): {}",
+            e.message
+        ),
         PluginErrorKind::NotLoaded => format!("{p}: {}", e.message),
     }
 }
@@ -316,6 +321,6 @@ pub fn cli_check(path: &Path, settings: RuntimeSettings) -> anyhow::Result<Value
         "exports": report.exports,
         "compile_ms": (report.compile_time.as_secs_f64() * 1000.0 * 10.0).round() / 10.0,
         "from_cache": report.from_cache,
-        "world": WORLD,
+        "world": report.world,
     }))
 }

@@ -14,6 +14,8 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 
 use super::types::{PluginError, PluginErrorKind, RuntimeSettings};
 
+/// The current contract, `switchyard:plugin@0.2.0` (`wit/plugin.wit`):
+/// world `plugin`, and the optional `batch` export of `batching-plugin`.
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "plugin",
@@ -21,8 +23,36 @@ pub(crate) mod bindings {
     });
 }
 
+/// The `batch` export of `switchyard:plugin/batching-plugin@0.2.0`, bound on
+/// its own so a 0.2.0 component without it still loads.
+pub(crate) mod batch_bindings {
+    wasmtime::component::bindgen!({
+        world: "batching-plugin",
+        path: "../wit",
+        with: {
+            "switchyard:plugin/types": super::bindings::switchyard::plugin::types,
+            "switchyard:plugin/log": super::bindings::switchyard::plugin::log,
+        },
+    });
+}
+
+/// The first contract, `switchyard:plugin@0.1.0` (`wit/v0.1.0/plugin.wit`),
+/// bound as well: plugins built against it load and run unchanged.
+pub(crate) mod bindings_v1 {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../wit/v0.1.0",
+    });
+}
+
+pub(crate) use batch_bindings::exports::switchyard::plugin::batch as wit_batch;
 pub(crate) use bindings::switchyard::plugin::types as wit;
-pub(crate) use bindings::{Plugin as PluginWorld, PluginPre};
+pub(crate) use bindings_v1::switchyard::plugin::types as wit_v1;
+
+/// The worlds a plugin may implement, as `plugin check` names them.
+pub const WORLD_V1: &str = "switchyard:plugin/plugin@0.1.0";
+pub const WORLD_V2: &str = "switchyard:plugin/plugin@0.2.0";
+pub const WORLD_V2_BATCH: &str = "switchyard:plugin/batching-plugin@0.2.0";
 
 /// How often the ticker thread advances the engine's epoch.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
@@ -300,15 +330,45 @@ impl WasiView for State {
 }
 
 impl wit::Host for State {}
+impl wit_v1::Host for State {}
 
 impl bindings::switchyard::plugin::log::Host for State {
     fn log(&mut self, level: bindings::switchyard::plugin::log::Level, message: String) {
-        use bindings::switchyard::plugin::log::Level;
+        use bindings::switchyard::plugin::log::Level as L;
+        let level = match level {
+            L::Trace => tracing::Level::TRACE,
+            L::Debug => tracing::Level::DEBUG,
+            L::Info => tracing::Level::INFO,
+            L::Warn => tracing::Level::WARN,
+            L::Error => tracing::Level::ERROR,
+        };
+        self.log_line(level, message);
+    }
+}
+
+impl bindings_v1::switchyard::plugin::log::Host for State {
+    fn log(&mut self, level: bindings_v1::switchyard::plugin::log::Level, message: String) {
+        use bindings_v1::switchyard::plugin::log::Level as L;
+        let level = match level {
+            L::Trace => tracing::Level::TRACE,
+            L::Debug => tracing::Level::DEBUG,
+            L::Info => tracing::Level::INFO,
+            L::Warn => tracing::Level::WARN,
+            L::Error => tracing::Level::ERROR,
+        };
+        self.log_line(level, message);
+    }
+}
+
+impl State {
+    /// The `log` import of every contract version.
+    fn log_line(&mut self, level: tracing::Level, message: String) {
         let plugin = &*self.plugin;
+        let is_error = level == tracing::Level::ERROR;
         if self.log_bytes.saturating_add(message.len()) > LOG_BYTES_PER_CALL {
             self.log_dropped_lines += 1;
             self.log_dropped_bytes += message.len() as u64;
-            if matches!(level, Level::Error) {
+            if is_error {
                 if let Some(p) = message.strip_prefix("panic: ") {
                     // Raw: `panic_line` makes it one line and escapes it.
                     self.panic_message = Some(p.to_string());
@@ -318,7 +378,7 @@ impl bindings::switchyard::plugin::log::Host for State {
         }
         self.log_bytes += message.len();
         // Raw: `panic_line` makes it one line and escapes it.
-        if matches!(level, Level::Error) {
+        if is_error {
             if let Some(p) = message.strip_prefix("panic: ") {
                 self.panic_message = Some(p.to_string());
             }
@@ -334,11 +394,11 @@ impl bindings::switchyard::plugin::log::Host for State {
             message.push('…');
         }
         match level {
-            Level::Trace => tracing::trace!(plugin, "{message}"),
-            Level::Debug => tracing::debug!(plugin, "{message}"),
-            Level::Info => tracing::info!(plugin, "{message}"),
-            Level::Warn => tracing::warn!(plugin, "{message}"),
-            Level::Error => tracing::error!(plugin, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(plugin, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(plugin, "{message}"),
+            tracing::Level::INFO => tracing::info!(plugin, "{message}"),
+            tracing::Level::WARN => tracing::warn!(plugin, "{message}"),
+            _ => tracing::error!(plugin, "{message}"),
         }
     }
 }
@@ -418,7 +478,8 @@ pub(crate) fn make_linker(engine: &Engine) -> anyhow::Result<Linker<State>> {
         )?;
     }
     linker.allow_shadowing(false);
-    PluginWorld::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
+    bindings_v1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)?;
     Ok(linker)
 }
 

@@ -1,6 +1,8 @@
 //! Plugins: the wasmtime engine, the compiled-artifact cache, the registry of
 //! loaded plugins with hot reload, and sandboxed calls.
 //!
+//! * `contract` — the contract versions a plugin may implement (0.1.0,
+//!   0.2.0, the optional `batch` export) behind one call surface;
 //! * `engine` — engine configuration, epoch ticker, the sandbox (store state,
 //!   limiter, empty WASI), error classification;
 //! * `cache` — compile once, cache compiled artifacts on disk;
@@ -17,6 +19,7 @@
 
 mod cache;
 pub mod cli;
+mod contract;
 mod engine;
 pub mod name;
 mod output;

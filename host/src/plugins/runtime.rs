@@ -21,7 +21,8 @@ use wasmtime::Store;
 use wasmtime::component::Component;
 
 use super::cache;
-use super::engine::{self, PluginPre, PluginWorld, RuntimeOptions, State, Ticker, wit};
+use super::contract::{self, Instance, Pre};
+use super::engine::{self, RuntimeOptions, State, Ticker};
 use super::output;
 use super::share::{self, SHARE_WAIT, Share};
 use super::stats::{CallStats, PluginCalls};
@@ -75,6 +76,8 @@ pub struct LoadReport {
     pub compile_time: Duration,
     pub from_cache: bool,
     pub exports: Vec<String>,
+    /// The contract world it implements (`switchyard:plugin/plugin@0.1.0`, ...).
+    pub world: &'static str,
 }
 
 #[derive(Default)]
@@ -92,7 +95,7 @@ struct Counters {
 pub(crate) struct Version {
     number: u64,
     sha256: String,
-    pre: PluginPre<State>,
+    pre: Pre,
     loaded_at: SystemTime,
 }
 
@@ -175,7 +178,7 @@ impl Unbound {
 /// A configured instance ready for calls.
 struct Warm {
     store: Store<State>,
-    plugin: PluginWorld,
+    plugin: Instance,
 }
 
 impl Warm {
@@ -389,12 +392,12 @@ impl Inner {
             }
         };
         store.set_epoch_deadline(self.deadline_ticks(name));
-        match plugin.call_configure(&mut store, config) {
+        match plugin.configure(&mut store, config) {
             Ok(Ok(())) => Ok(Warm { store, plugin }),
-            Ok(Err(e)) => Err(PluginError::new(
+            Ok(Err((_, message))) => Err(PluginError::new(
                 &**name,
                 PluginErrorKind::BadConfig,
-                e.message,
+                message,
             )),
             Err(e) => Err(self.classify(name, e, &mut store)),
         }
@@ -482,7 +485,8 @@ impl Inner {
                 size: bytes.len(),
                 compile_time: Duration::ZERO,
                 from_cache: true,
-                exports: vec!["configure".into(), "handle".into()],
+                exports: exports_of(&self.engine, cur.pre.component()),
+                world: cur.pre.world(),
             });
         }
         let compiled = cache::compile(
@@ -499,6 +503,7 @@ impl Inner {
         }
         let exports = exports_of(&self.engine, &compiled.component);
         let pre = self.instantiate_pre(name, &compiled.component)?;
+        let world = pre.world();
         let previous = slot.current();
         let number = slot.status.lock().unwrap().versions + 1;
         let version = Arc::new(Version {
@@ -590,25 +595,20 @@ impl Inner {
             compile_time: compiled.compile_time,
             from_cache: compiled.from_cache,
             exports,
+            world,
         })
     }
 
-    fn instantiate_pre(
-        &self,
-        name: &str,
-        component: &Component,
-    ) -> Result<PluginPre<State>, PluginError> {
-        let wrong = |e: wasmtime::Error| {
+    fn instantiate_pre(&self, name: &str, component: &Component) -> Result<Pre, PluginError> {
+        Pre::new(&self.linker, &self.engine, component).map_err(|e| {
             PluginError::new(
                 name,
                 PluginErrorKind::WrongWorld,
                 format!(
-                    "the component does not implement the switchyard:plugin/plugin@0.1.0 world: {e:#}"
+                    "the component does not implement the switchyard:plugin/plugin world (0.2.0 or 0.1.0): {e:#}"
                 ),
             )
-        };
-        let pre = self.linker.instantiate_pre(component).map_err(wrong)?;
-        PluginPre::new(pre).map_err(wrong)
+        })
     }
 
     fn record_failure(&self, name: &str, e: &PluginError) {
@@ -1014,6 +1014,80 @@ impl Binding {
     }
 
     fn call_inner(&self, event: &PluginEvent) -> Result<Outcome, PluginError> {
+        let outcome = self.run(|plugin, store| plugin.handle(store, event))?;
+        let outcome = outcome.map_err(|e| contract::error(&self.inner.name, e))?;
+        output::validate(
+            &self.inner.name,
+            &outcome,
+            self.inner.rt.settings.max_output,
+        )?;
+        Ok(outcome)
+    }
+
+    /// Batching: the provider limits of this plugin when it merges batches
+    /// (exports `batch` and answers `Some`), else `None`.
+    pub fn batch_limits(&self) -> Result<Option<BatchLimits>, PluginError> {
+        let rt = &self.inner.rt;
+        rt.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self.run(|plugin, store| Ok(Ok(plugin.limits(store)?)));
+        let r = r.and_then(|r| r.map_err(|e| contract::error(&self.inner.name, e)));
+        if let Err(e) = &r {
+            rt.count_error(e);
+        }
+        r
+    }
+
+    /// Batching: merges per-event bodies into one request (see
+    /// `wit/plugin.wit`, interface `batch`).
+    pub fn merge(&self, items: &[Vec<u8>]) -> Result<Merged, PluginError> {
+        let rt = &self.inner.rt;
+        let name = &self.inner.name;
+        rt.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self
+            .run(|plugin, store| plugin.merge(store, items))
+            .and_then(|r| r.map_err(|e| contract::error(name, e)))
+            .and_then(|m| {
+                let as_outcome = Outcome::Replace {
+                    body: m.body,
+                    content_type: m.content_type,
+                    headers: m.headers,
+                };
+                output::validate(name, &as_outcome, rt.settings.max_output)?;
+                let Outcome::Replace {
+                    body,
+                    content_type,
+                    headers,
+                } = as_outcome
+                else {
+                    unreachable!("built as Replace above")
+                };
+                if let Some((i, _)) = m.refused.iter().find(|(i, _)| *i as usize >= items.len()) {
+                    return Err(PluginError::new(
+                        &**name,
+                        PluginErrorKind::InvalidOutput,
+                        format!("merge refused item {i} of {}", items.len()),
+                    ));
+                }
+                Ok(Merged {
+                    body,
+                    content_type,
+                    headers,
+                    refused: m.refused,
+                })
+            });
+        if let Err(e) = &r {
+            rt.count_error(e);
+        }
+        r
+    }
+
+    /// Runs `f` on a configured instance (warm or fresh) under the sandbox's
+    /// deadline and memory cap, and puts the instance back when the call
+    /// ended normally.
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&Instance, &mut Store<State>) -> wasmtime::Result<T>,
+    ) -> Result<T, PluginError> {
         let _share = self.enter()?;
         let rt = &*self.inner.rt;
         let name = &self.inner.name;
@@ -1038,19 +1112,10 @@ impl Binding {
                 }
             },
         };
-        let ev = wit::Event {
-            id: event.id.clone(),
-            account: event.account.clone(),
-            endpoint: event.endpoint.clone(),
-            event_type: event.event_type.clone(),
-            created: event.created.clone(),
-            created_ms: event.created_ms,
-            payload: event.payload.clone(),
-        };
         warm.store.data_mut().limiter.denied = false;
         warm.store.data_mut().begin_call();
         warm.store.set_epoch_deadline(rt.deadline_ticks(name));
-        let result = warm.plugin.call_handle(&mut warm.store, &ev);
+        let result = f(&warm.plugin, &mut warm.store);
         let (lines, bytes) = warm.store.data().log_dropped();
         if lines > 0 {
             rt.counters
@@ -1093,25 +1158,6 @@ impl Binding {
                 return Err(err);
             }
         };
-        let outcome = match outcome {
-            Ok(wit::Outcome::Pass) => Outcome::Pass,
-            Ok(wit::Outcome::Skip(r)) => Outcome::Skip(r),
-            Ok(wit::Outcome::Rewrite(p)) => Outcome::Rewrite(p),
-            Ok(wit::Outcome::Replace(r)) => Outcome::Replace {
-                body: r.body,
-                content_type: r.content_type,
-                headers: r.headers,
-            },
-            Err(e) => {
-                let kind = match e.kind {
-                    wit::ErrorKind::BadConfig => PluginErrorKind::BadConfig,
-                    wit::ErrorKind::BadInput => PluginErrorKind::BadInput,
-                    wit::ErrorKind::Internal => PluginErrorKind::Internal,
-                };
-                return Err(PluginError::new(&**name, kind, e.message));
-            }
-        };
-        output::validate(name, &outcome, rt.settings.max_output)?;
         Ok(outcome)
     }
 }

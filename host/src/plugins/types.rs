@@ -36,6 +36,25 @@ pub enum Outcome {
     },
 }
 
+/// What a merging plugin's provider accepts in one request (WIT
+/// `batch.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_events: u32,
+    pub max_bytes: u64,
+    pub max_item_bytes: u64,
+}
+
+/// One merged request (WIT `batch.merged`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub headers: Vec<(String, String)>,
+    /// Items left out of the body: (index into the items, reason).
+    pub refused: Vec<(u32, String)>,
+}
+
 /// Why a plugin could not be loaded or called. Derives `enum_map::Enum`, so
 /// per-kind counters (`EnumMap<PluginErrorKind, _>`) have a slot for every
 /// kind by construction: a new kind is counted without further edits.
@@ -53,6 +72,9 @@ pub enum PluginErrorKind {
     BadInput,
     /// The plugin reported an internal error.
     Internal,
+    /// The plugin said this event can never be handled (WIT 0.2.0
+    /// `rejected`): the delivery fails at once, without retries.
+    Rejected,
     /// The plugin trapped (panic, unreachable, ...).
     Trap,
     /// The call ran past its CPU deadline.
@@ -72,6 +94,7 @@ impl PluginErrorKind {
             PluginErrorKind::BadConfig => "bad_config",
             PluginErrorKind::BadInput => "bad_input",
             PluginErrorKind::Internal => "internal",
+            PluginErrorKind::Rejected => "rejected",
             PluginErrorKind::Trap => "trap",
             PluginErrorKind::Deadline => "deadline",
             PluginErrorKind::OutOfMemory => "out_of_memory",

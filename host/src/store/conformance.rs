@@ -251,6 +251,7 @@ pub async fn attempt_recording(f: &dyn Fixture) {
         error: None,
         latency_us: 1200,
         response: b"oops".to_vec(),
+        batch: None,
     };
     let state = EndpointState {
         consecutive_failures: 1,
@@ -298,6 +299,11 @@ pub async fn attempt_recording(f: &dyn Fixture) {
     let a2 = AttemptRecord {
         status: Some(200),
         response: Vec::new(),
+        // A batched attempt: the batch it went in is kept with it.
+        batch: Some(BatchRef {
+            id: [9; 16],
+            size: 250,
+        }),
         ..a1.clone()
     };
     store
@@ -466,6 +472,7 @@ pub async fn prune_final_only(f: &dyn Fixture) {
         error: None,
         latency_us: 1,
         response: vec![],
+        batch: None,
     };
     store
         .record_attempt(AttemptUpdate {

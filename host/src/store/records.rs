@@ -112,6 +112,19 @@ pub struct AttemptRecord {
     pub latency_us: u64,
     /// The first 4 KiB of the response body.
     pub response: Vec<u8>,
+    /// The batch the attempt sent the delivery in (batched endpoints).
+    /// Added after format 2: sled decodes older records without it.
+    #[serde(default)]
+    pub batch: Option<BatchRef>,
+}
+
+/// Which batch request an attempt was part of, and how many deliveries
+/// that request carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRef {
+    /// The batch's id (a UUIDv7; the `webhook-id` of the request).
+    pub id: [u8; 16],
+    pub size: u32,
 }
 
 /// Persistent per-endpoint state.

@@ -48,12 +48,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use switchyard_guest::{Document, Error, Event, Outcome, Plugin};
+use switchyard_guest::{BatchLimits, Document, Error, Event, Merged, Outcome, Plugin};
 
 /// Amplitude's default minimum id length.
 pub const DEFAULT_MIN_ID_LENGTH: usize = 5;
 /// Amplitude refuses request bodies of 1 MB or more.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Most events in one HTTP V2 request.
+pub const MAX_EVENTS_PER_REQUEST: u32 = 2_000;
 /// The `library` field of every event.
 pub const LIBRARY: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
 
@@ -228,7 +230,8 @@ impl Plugin for Amplitude {
         if let Outcome::Replace(r) = &outcome
             && r.body.len() >= MAX_BODY_BYTES
         {
-            return Err(Error::bad_input(format!(
+            // Permanent: this event will never fit (contract 0.2.0 `rejected`).
+            return Err(Error::rejected(format!(
                 "event {} ({}) would be a {}-byte Amplitude request, over Amplitude's 1 MB \
                      limit; list fewer `attributes`/`user_properties` or put the redact plugin \
                      in front",
@@ -238,6 +241,41 @@ impl Plugin for Amplitude {
             )));
         }
         Ok(outcome)
+    }
+
+    /// Amplitude HTTP V2's limits: at most 2,000 events and under 1 MB per
+    /// request (one event alone must also fit in 1 MB).
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        Some(BatchLimits {
+            max_events: MAX_EVENTS_PER_REQUEST,
+            max_bytes: (MAX_BODY_BYTES - 1024) as u64,
+            max_item_bytes: (MAX_BODY_BYTES - 1024) as u64,
+        })
+    }
+
+    /// `{"api_key", "events": [...], "options"?}`: the events of every
+    /// item, in order, as amplitude-analytics' HTTP V2 request carries them.
+    /// An item that is not an Amplitude body is refused.
+    fn merge(&mut self, items: Vec<Vec<u8>>) -> Result<Merged, Error> {
+        let mut events: Vec<Value> = Vec::with_capacity(items.len());
+        let mut refused = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let parsed = serde_json::from_slice::<Value>(item)
+                .ok()
+                .and_then(|mut v| match v.get_mut("events").map(Value::take) {
+                    Some(Value::Array(a)) => Some(a),
+                    _ => None,
+                });
+            match parsed {
+                Some(e) => events.extend(e),
+                None => refused.push((i, "not an Amplitude request body".to_string())),
+            }
+        }
+        let mut merged = Merged::json(&self.body(events))?;
+        for (i, reason) in refused {
+            merged.refuse(i, reason);
+        }
+        Ok(merged)
     }
 }
 
@@ -442,8 +480,35 @@ mod tests {
         let event = event_from_json(&doc.to_string()).unwrap();
         let mut p = plugin(json!({"api_key": "k", "attributes": ["metadata"]}));
         let e = p.handle(&event).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::BadInput);
+        assert_eq!(e.kind, ErrorKind::Rejected, "permanent: never retried");
         assert!(e.message.contains("1 MB"), "{e}");
+    }
+
+    #[test]
+    fn merge_concatenates_events_in_order_and_refuses_foreign_items() {
+        let mut p = plugin(json!({"api_key": "k", "min_id_length": 1}));
+        let mut items = Vec::new();
+        let mut expected = Vec::new();
+        for fixture in [USER_CREATED, LICENSE_CREATED, VALIDATION_SUCCEEDED] {
+            let Outcome::Replace(r) = p.handle(&event_from_json(fixture).unwrap()).unwrap() else {
+                panic!("expected a body")
+            };
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            expected.extend(body["events"].as_array().unwrap().clone());
+            items.push(r.body);
+        }
+        items.insert(1, b"{\"batch\": []}".to_vec());
+        let m = p.merge(items).unwrap();
+        assert_eq!(m.refused.len(), 1);
+        assert_eq!(m.refused[0].0, 1);
+        let body: Value = serde_json::from_slice(&m.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"api_key": "k", "events": expected, "options": {"min_id_length": 1}})
+        );
+        let limits = p.batch_limits().unwrap();
+        assert_eq!(limits.max_events, 2000);
+        assert!(limits.max_bytes < 1024 * 1024);
     }
 
     #[test]

@@ -127,3 +127,42 @@ fn amplitude_output_has_the_official_sdk_shape() {
         assert!(ours["library"].as_str().unwrap().starts_with("switchyard/"));
     }
 }
+
+/// Several events per request: the plugin's `merge` of its two per-event
+/// bodies is the request amplitude-analytics sent for the same two events
+/// (one request, `flush_queue_size` not reached): same top level, the
+/// events in order, each with the SDK's shape.
+#[test]
+fn a_merged_batch_has_the_official_sdk_request_shape() {
+    let Some(captured) = capture("amplitude-batch") else {
+        return;
+    };
+    let sdk = &captured["amplitude"]["events"]["body"];
+    let config = r#"{"api_key": "amp_key", "min_id_length": 5, "user_properties": ["name"]}"#;
+    let mut plugin = switchyard_guest::configure::<amplitude::Amplitude>(config).unwrap();
+    let fixtures = ["license.validation.succeeded.json", "machine.created.json"];
+    let items: Vec<Vec<u8>> = fixtures
+        .iter()
+        .map(|f| serde_json::to_vec(&ours(f)).unwrap())
+        .collect();
+    let merged = plugin.merge(items).unwrap();
+    assert!(merged.refused.is_empty());
+    let body: Value = serde_json::from_slice(&merged.body).unwrap();
+    let mut skeleton = body.clone();
+    skeleton["events"] = Value::Array(vec![]);
+    let mut sdk_skeleton = sdk.clone();
+    sdk_skeleton["events"] = Value::Array(vec![]);
+    assert_eq!(shape(&skeleton), shape(&sdk_skeleton), "request body");
+    assert_eq!(body["api_key"], sdk["api_key"]);
+    assert_eq!(body["options"], sdk["options"]);
+    let ours = body["events"].as_array().unwrap();
+    let theirs = sdk["events"].as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (o, t) in ours.iter().zip(theirs) {
+        assert_eq!(shape(o), shape(t), "\nours: {o:#}\nsdk:  {t:#}");
+        assert_eq!(
+            o["insert_id"], t["insert_id"],
+            "same dedupe key, same order"
+        );
+    }
+}

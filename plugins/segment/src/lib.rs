@@ -46,10 +46,15 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use switchyard_guest::{Document, Error, Event, Outcome, Plugin, Replacement, base64};
+use switchyard_guest::{
+    BatchLimits, Document, Error, Event, Merged, Outcome, Plugin, Replacement, base64,
+};
 
 /// Segment's per-call limit (32 KB).
 pub const MAX_CALL_BYTES: usize = 32 * 1024;
+/// Bytes of calls in one batch request (analytics-python's
+/// `BATCH_SIZE_LIMIT`; Segment's limit is 500 KB per request).
+pub const MAX_BATCH_BYTES: usize = 475_000;
 
 /// The library named in `context.library`.
 pub const LIBRARY_NAME: &str = "switchyard";
@@ -217,7 +222,8 @@ impl Plugin for Segment {
         let call = serde_json::to_vec(&call)
             .map_err(|e| Error::internal(format!("cannot serialize the Segment call: {e}")))?;
         if call.len() > MAX_CALL_BYTES {
-            return Err(Error::bad_input(format!(
+            // Permanent: this event will never fit (contract 0.2.0 `rejected`).
+            return Err(Error::rejected(format!(
                 "event {} ({}) would be a {}-byte Segment call, over Segment's 32 KB per-call \
                  limit; list fewer `attributes` or put the redact plugin in front",
                 event.id,
@@ -234,6 +240,53 @@ impl Plugin for Segment {
             content_type: "application/json".into(),
             headers: vec![("authorization".into(), self.authorization.clone())],
         }))
+    }
+
+    /// Segment's limits, as analytics-python applies them: a batch request
+    /// under 500 KB (475,000 bytes of calls, leaving room for the wrapper),
+    /// 32 KB per call. Segment sets no count per batch; 2,500 calls of
+    /// 190 bytes fill 475,000 bytes.
+    fn batch_limits(&self) -> Option<BatchLimits> {
+        Some(BatchLimits {
+            max_events: 2_500,
+            max_bytes: MAX_BATCH_BYTES as u64,
+            max_item_bytes: MAX_CALL_BYTES as u64 + 12,
+        })
+    }
+
+    /// `{"batch": [call, ...]}`: the calls of every item, in order, as
+    /// analytics-python's `/v1/batch` request carries them (it adds
+    /// `sentAt`, which Segment sets itself when absent). An item that is
+    /// not a Segment body, or whose call is over 32 KB, is refused.
+    fn merge(&mut self, items: Vec<Vec<u8>>) -> Result<Merged, Error> {
+        let mut calls: Vec<Value> = Vec::with_capacity(items.len());
+        let mut refused = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let parsed: Option<Vec<Value>> =
+                serde_json::from_slice::<Value>(item)
+                    .ok()
+                    .and_then(|mut v| match v.get_mut("batch").map(Value::take) {
+                        Some(Value::Array(a)) => Some(a),
+                        _ => None,
+                    });
+            match parsed {
+                None => refused.push((i, "not a Segment batch body".to_string())),
+                Some(_) if item.len() > MAX_CALL_BYTES + 12 => refused.push((
+                    i,
+                    format!(
+                        "a {}-byte Segment call, over Segment's 32 KB per-call limit",
+                        item.len() - 12
+                    ),
+                )),
+                Some(c) => calls.extend(c),
+            }
+        }
+        let mut merged = Merged::json(&json!({ "batch": calls }))?
+            .with_header("authorization", self.authorization.clone());
+        for (i, reason) in refused {
+            merged.refuse(i, reason);
+        }
+        Ok(merged)
     }
 }
 
@@ -437,13 +490,40 @@ mod tests {
         let event = event_from_json(&doc.to_string()).unwrap();
         let mut p = plugin(json!({"write_key": "k", "attributes": ["metadata"]}));
         let e = p.handle(&event).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::BadInput);
+        assert_eq!(e.kind, ErrorKind::Rejected, "permanent: never retried");
         assert!(e.message.contains("32 KB"), "{e}");
         // Without the big attribute the same event goes through.
         assert!(matches!(
             default_plugin().handle(&event),
             Ok(Outcome::Replace(_))
         ));
+    }
+
+    #[test]
+    fn merge_concatenates_calls_in_order_and_refuses_oversized_items() {
+        let mut p = default_plugin();
+        let mut items = Vec::new();
+        let mut expected = Vec::new();
+        for fixture in [USER_CREATED, LICENSE_CREATED, VALIDATION_SUCCEEDED] {
+            let (body, _, call) = run(&mut p, fixture);
+            expected.push(call);
+            items.push(serde_json::to_vec(&body).unwrap());
+        }
+        let mut big = b"{\"batch\":[{\"blob\":\"".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 33 * 1024));
+        big.extend(b"\"}]}");
+        items.insert(2, big);
+        let m = p.merge(items).unwrap();
+        assert_eq!(m.refused.len(), 1);
+        assert_eq!(m.refused[0].0, 2);
+        assert!(m.refused[0].1.contains("32 KB"));
+        assert_eq!(
+            m.headers,
+            vec![("authorization".into(), "Basic d2tfdGVzdDo=".into())]
+        );
+        let body: Value = serde_json::from_slice(&m.body).unwrap();
+        assert_eq!(body, json!({"batch": expected}));
+        assert_eq!(p.batch_limits().unwrap().max_bytes, 475_000);
     }
 
     #[test]

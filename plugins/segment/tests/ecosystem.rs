@@ -135,3 +135,47 @@ fn segment_output_has_the_official_sdk_shape() {
     compare(&sdk["identify"], "user.created.json");
     compare(&sdk["track"], "license.validation.succeeded.json");
 }
+
+/// Several events per request: the plugin's `merge` of its per-event
+/// bodies for user.created and license.validation.succeeded, against the
+/// one `/v1/batch` request segment-analytics-python sent for the same two
+/// calls in its own (asynchronous, batching) mode.
+#[test]
+fn a_merged_batch_has_the_official_sdk_request_shape() {
+    let Some(captured) = capture("segment-batch") else {
+        return;
+    };
+    let sdk = &captured["segment"]["batched"];
+    assert_eq!(sdk["path"], "/v1/batch");
+    let sdk_calls = sdk["body"]["batch"].as_array().unwrap();
+    assert_eq!(sdk_calls.len(), 2, "the SDK sent both calls in one request");
+    let fixtures = ["user.created.json", "license.validation.succeeded.json"];
+    let mut plugin =
+        switchyard_guest::configure::<segment::Segment>(r#"{"write_key": "wk_test"}"#).unwrap();
+    let items: Vec<Vec<u8>> = fixtures
+        .iter()
+        .map(|f| serde_json::to_vec(&ours(f).0).unwrap())
+        .collect();
+    let merged = plugin.merge(items).unwrap();
+    assert!(merged.refused.is_empty());
+    let body: Value = serde_json::from_slice(&merged.body).unwrap();
+    assert_eq!(body["batch"].as_array().unwrap().len(), 2);
+    // Each call, in its own one-call request as `compare` expects: the
+    // same checks as for single events (auth, wrapper, call shape, values).
+    for (i, fixture) in fixtures.iter().enumerate() {
+        let mut one = sdk.clone();
+        one["body"]["batch"] = json!([sdk_calls[i].clone()]);
+        compare(&one, fixture);
+        assert_eq!(body["batch"][i], ours(fixture).0["batch"][0]);
+    }
+    assert_eq!(
+        merged.headers,
+        vec![(
+            "authorization".to_string(),
+            sdk["headers"]["authorization"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        )]
+    );
+}

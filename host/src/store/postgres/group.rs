@@ -507,6 +507,8 @@ async fn attempt_group(sh: &Shared, jobs: &[AttemptJob]) -> Result<(), PgErr> {
     let mut a_err = Vec::new();
     let mut a_lat = Vec::new();
     let mut a_resp: Vec<&[u8]> = Vec::new();
+    let mut a_batch: Vec<Option<Uuid>> = Vec::new();
+    let mut a_bsize: Vec<Option<i32>> = Vec::new();
     for j in jobs {
         if let Some(a) = &j.attempt {
             a_ev.push(j.event);
@@ -517,23 +519,27 @@ async fn attempt_group(sh: &Shared, jobs: &[AttemptJob]) -> Result<(), PgErr> {
             a_err.push(a.error.as_deref());
             a_lat.push(a.latency_us.min(i64::MAX as u64) as i64);
             a_resp.push(a.response.as_slice());
+            a_batch.push(a.batch.map(|b| Uuid::from_bytes(b.id)));
+            a_bsize.push(a.batch.map(|b| b.size.min(i32::MAX as u32) as i32));
         }
     }
     if !a_ev.is_empty() {
         let stmt = tx
             .prepare_cached(
-                "INSERT INTO attempts (event, ep, n, at_ms, status, error, latency_us, response)
+                "INSERT INTO attempts (event, ep, n, at_ms, status, error, latency_us, response,
+                                       batch_id, batch_size)
                  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::int8[], $5::int4[],
-                                      $6::text[], $7::int8[], $8::bytea[])
+                                      $6::text[], $7::int8[], $8::bytea[], $9::uuid[], $10::int4[])
                  ON CONFLICT (event, ep, n) DO UPDATE SET at_ms = excluded.at_ms,
                      status = excluded.status, error = excluded.error,
-                     latency_us = excluded.latency_us, response = excluded.response",
+                     latency_us = excluded.latency_us, response = excluded.response,
+                     batch_id = excluded.batch_id, batch_size = excluded.batch_size",
             )
             .await?;
         tx.execute(
             &stmt,
             &[
-                &a_ev, &a_ep, &a_n, &a_at, &a_status, &a_err, &a_lat, &a_resp,
+                &a_ev, &a_ep, &a_n, &a_at, &a_status, &a_err, &a_lat, &a_resp, &a_batch, &a_bsize,
             ],
         )
         .await?;

@@ -46,10 +46,13 @@ impl PgStore {
                     }
                     Item::Attempt(ev, ep, n, a) => {
                         tx.execute(
-                            "INSERT INTO attempts (event, ep, n, at_ms, status, error, latency_us, response)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            "INSERT INTO attempts (event, ep, n, at_ms, status, error, latency_us, response,
+                                 batch_id, batch_size)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                             &[ev, ep, &(*n as i32), &a.at_ms, &a.status.map(i32::from), &a.error,
-                              &(a.latency_us.min(i64::MAX as u64) as i64), &a.response],
+                              &(a.latency_us.min(i64::MAX as u64) as i64), &a.response,
+                              &a.batch.map(|b| uuid::Uuid::from_bytes(b.id)),
+                              &a.batch.map(|b| b.size.min(i32::MAX as u32) as i32)],
                         )
                         .await?;
                     }

@@ -370,7 +370,7 @@ impl Backend for PgStore {
     async fn attempts(&self, event: Uuid, ep: Uuid) -> Result<Vec<AttemptRecord>, StoreError> {
         let rows = self
             .query(
-                "SELECT at_ms, status, error, latency_us, response FROM attempts
+                "SELECT at_ms, status, error, latency_us, response, batch_id, batch_size FROM attempts
                  WHERE event = $1 AND ep = $2 ORDER BY n",
                 &[&event, &ep],
             )

@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 
 use crate::store::{
-    AttemptRecord, DeliveryRecord, DeliveryStatus, EventRecord, StoreError, StoredOutput,
+    AttemptRecord, BatchRef, DeliveryRecord, DeliveryStatus, EventRecord, StoreError, StoredOutput,
 };
 
 /// The `deliveries` columns [`delivery`] reads, in order.
@@ -81,14 +81,19 @@ pub fn event(row: &Row) -> Result<EventRecord, StoreError> {
     })
 }
 
-/// An attempt from `at_ms, status, error, latency_us, response`.
+/// An attempt from `at_ms, status, error, latency_us, response, batch_id, batch_size`.
 pub fn attempt(row: &Row) -> AttemptRecord {
+    let batch_id: Option<uuid::Uuid> = row.get(5);
     AttemptRecord {
         at_ms: row.get(0),
         status: row.get::<_, Option<i32>>(1).map(|s| s as u16),
         error: row.get(2),
         latency_us: row.get::<_, i64>(3).max(0) as u64,
         response: row.get(4),
+        batch: batch_id.map(|id| BatchRef {
+            id: *id.as_bytes(),
+            size: row.get::<_, Option<i32>>(6).unwrap_or(0).max(0) as u32,
+        }),
     }
 }
 

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::store::{EventRecord, StoreError};
+use crate::store::{AttemptRecord, EventRecord, StoreError};
 
 /// An idempotency key's record: which event first took it, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,66 @@ pub fn dec<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreErro
         what: format!("under {}", String::from_utf8_lossy(key)),
         detail: source.to_string(),
     })
+}
+
+/// An attempt as stored before it named its batch (`AttemptRecord`
+/// without `batch`): postcard is not self-describing, so a record written
+/// by an older version fails to decode as the new struct (it ends early)
+/// and is read with this one.
+#[derive(Deserialize)]
+struct AttemptV1 {
+    at_ms: i64,
+    status: Option<u16>,
+    error: Option<String>,
+    latency_us: u64,
+    response: Vec<u8>,
+}
+
+pub fn dec_attempt(key: &[u8], bytes: &[u8]) -> Result<AttemptRecord, StoreError> {
+    match postcard::from_bytes::<AttemptRecord>(bytes) {
+        Ok(a) => Ok(a),
+        Err(_) => {
+            let a: AttemptV1 = dec(key, bytes)?;
+            Ok(AttemptRecord {
+                at_ms: a.at_ms,
+                status: a.status,
+                error: a.error,
+                latency_us: a.latency_us,
+                response: a.response,
+                batch: None,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+    use crate::store::BatchRef;
+
+    /// Attempts written before `batch` existed still decode.
+    #[test]
+    fn attempts_of_the_previous_format_decode() {
+        let old = enc(&(
+            5i64,
+            Some(503u16),
+            None::<String>,
+            1200u64,
+            b"busy".to_vec(),
+        ));
+        let a = dec_attempt(b"k", &old).unwrap();
+        assert_eq!(a.status, Some(503));
+        assert_eq!(a.response, b"busy");
+        assert_eq!(a.batch, None);
+        let new = AttemptRecord {
+            batch: Some(BatchRef {
+                id: [7; 16],
+                size: 3,
+            }),
+            ..a
+        };
+        assert_eq!(dec_attempt(b"k", &enc(&new)).unwrap(), new);
+    }
 }
 
 /// An event record as stored: the same fields in the same order (format 2),

@@ -1,6 +1,6 @@
 //! Every record of the store, decoded, for `store copy`.
 
-use super::codec::{IdemRecord, dec, dec_event};
+use super::codec::{IdemRecord, dec, dec_attempt, dec_event};
 use super::keys::uuid_at;
 use super::{SledStore, io};
 use crate::store::StoreError;
@@ -48,7 +48,7 @@ fn decode(k: &[u8], v: &[u8]) -> Result<Option<Item>, StoreError> {
             uuid_at(k, 2),
             uuid_at(k, 18),
             u32::from_be_bytes(k[34..38].try_into().map_err(|_| corrupt())?),
-            dec(k, v)?,
+            dec_attempt(k, v)?,
         ),
         b"i/" => {
             let (account, key) = split(k).ok_or_else(corrupt)?;

@@ -253,7 +253,7 @@ impl Backend for SledStore {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(keys::attempt_prefix(event, ep)) {
             let (k, v) = kv.map_err(io)?;
-            out.push(dec(&k, &v)?);
+            out.push(codec::dec_attempt(&k, &v)?);
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@
 //!   and the headers in `headers`;
 //! - `pass`, `skip`, `rewrite` (payload becomes `{"rewritten": true}`);
 //! - `error`: returns a bad-input error;
+//! - `rejected`: returns a `rejected` (permanent) error;
 //! - `panic`: panics with "misbehave panicked on purpose";
 //! - `loop`: spins forever;
 //! - `alloc`: allocates without bound;
@@ -63,6 +64,7 @@ impl Plugin for Misbehave {
             "skip" => Ok(Outcome::skip(format!("{} skipped it", self.tag))),
             "rewrite" => Outcome::rewrite_json(&json!({"rewritten": true, "tag": self.tag})),
             "error" => Err(Error::bad_input("misbehave refuses this event")),
+            "rejected" => Err(Error::rejected("misbehave rejects this event for good")),
             "panic" => panic!("misbehave panicked on purpose"),
             "loop" => {
                 let mut x: u64 = 0;

@@ -50,6 +50,8 @@ CREATE TABLE attempts (
     error       text,
     latency_us  bigint NOT NULL,
     response    bytea NOT NULL,
+    batch_id    uuid,                      -- the batch request it was part of
+    batch_size  integer,
     PRIMARY KEY (event, ep, n)
 );
 
