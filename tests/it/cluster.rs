@@ -113,7 +113,13 @@ async fn two_nodes_share_the_work_and_a_killed_node_loses_nothing() {
         t.await.unwrap();
     }
     let acked: HashSet<String> = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 3750, "only {} acknowledged", acked.len());
+    // Node A kept acknowledging after B died (B's in-flight requests at the
+    // kill and its share afterwards are not acknowledged).
+    assert!(
+        acked.len() > 3000,
+        "only {} acknowledged: node A stopped accepting when B died",
+        acked.len()
+    );
     // The survivor delivers everything acknowledged, B's claims included
     // once they lapse.
     rx.wait_for(Duration::from_secs(90), "every acknowledged event", |got| {
