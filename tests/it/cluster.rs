@@ -40,6 +40,24 @@ fn psql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `tests/ci/postgres.sh <args>`; its standard output.
+fn postgres_sh(args: &[&str]) -> String {
+    let out = std::process::Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/ci/postgres.sh"
+        ))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postgres.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn url_of(store: &str) -> String {
     store
         .lines()
@@ -174,19 +192,7 @@ async fn two_nodes_share_the_work_and_a_killed_node_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_answers_503_and_loses_nothing() {
     // Its own cluster: this test stops it.
-    let out = std::process::Command::new("bash")
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ci/postgres.sh"),
-            "start",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = String::from_utf8_lossy(&out.stdout).to_string();
+    let env = postgres_sh(&["start"]);
     let var = |name: &str| {
         env.lines()
             .find_map(|l| l.strip_prefix(&format!("export {name}=")))
@@ -201,25 +207,17 @@ async fn a_database_outage_answers_503_and_loses_nothing() {
     impl Drop for Stop {
         fn drop(&mut self) {
             let _ = std::process::Command::new("bash")
-                .args([
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ci/postgres.sh"),
-                    "stop",
-                    &self.0,
-                ])
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../tests/ci/postgres.sh"
+                ))
+                .args(["stop", &self.0])
                 .status();
         }
     }
     let _stop = Stop(dir.clone());
     let ctl = |what: &str| {
-        let s = std::process::Command::new("bash")
-            .args([
-                concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/ci/postgres.sh"),
-                what,
-                &dir,
-            ])
-            .status()
-            .unwrap();
-        assert!(s.success(), "postgres.sh {what}");
+        postgres_sh(&[what, &dir]);
     };
     let rx = Receiver::ok().await;
     let store = format!("\n[store]\nbackend = \"postgres\"\nurl = \"{admin}\"\nlease = \"3s\"\n");

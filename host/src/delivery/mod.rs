@@ -124,17 +124,22 @@ impl Dispatcher {
         }
     }
 
-    /// Every `(endpoint, event)` delivery this node holds (queued or in
-    /// flight), for the store to renew their claims.
-    pub fn held(&self) -> Vec<(Uuid, Uuid)> {
-        let eps: Vec<Arc<EndpointShared>> = self
-            .inner
+    /// The endpoints running now (a copy: the map's lock is not held across
+    /// an await).
+    fn running(&self) -> Vec<Arc<EndpointShared>> {
+        self.inner
             .endpoints
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Every `(endpoint, event)` delivery this node holds (queued or in
+    /// flight), for the store to renew their claims.
+    pub fn held(&self) -> Vec<(Uuid, Uuid)> {
+        let eps = self.running();
         let mut out = Vec::new();
         for ep in eps {
             out.extend(ep.in_flight().iter().map(|e| (ep.uid, *e)));
@@ -145,14 +150,7 @@ impl Dispatcher {
     /// Reads every running endpoint's persisted state again (another
     /// node disabled or re-enabled one) and applies it.
     pub async fn refresh_health(&self) {
-        let eps: Vec<Arc<EndpointShared>> = self
-            .inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let eps = self.running();
         for ep in eps {
             match self.inner.store.endpoint_state(ep.uid).await {
                 Ok(state) => {

@@ -211,6 +211,62 @@ impl PgStore {
         self.noted(r)
     }
 
+    /// Up to `limit` due entries after `after`, oldest first, passing over
+    /// those `skip` names, read page by page; `claimable`: only rows free
+    /// to claim (never claimed, claim lapsed, or this node's own).
+    async fn walk_due(
+        &self,
+        ep: Uuid,
+        after: Option<Due>,
+        now_ms: i64,
+        limit: usize,
+        skip: Skip<'_>,
+        claimable: bool,
+    ) -> Result<Vec<Due>, StoreError> {
+        let mut cursor = after
+            .map(|a| (a.due_ms, a.event))
+            .unwrap_or((i64::MIN, Uuid::nil()));
+        let mut out = Vec::new();
+        loop {
+            let page = (limit.max(1) * 2).min(4096) as i64;
+            let rows = self
+                .query(
+                    "SELECT event, due_ms FROM deliveries
+                     WHERE ep = $1 AND due_ms IS NOT NULL AND due_ms <= $2
+                       AND (due_ms, event) > ($3, $4)
+                       AND (NOT $7 OR claimed_until IS NULL OR claimed_until < $2
+                            OR claimed_by = $6)
+                     ORDER BY due_ms, event LIMIT $5",
+                    &[
+                        &ep,
+                        &now_ms,
+                        &cursor.0,
+                        &cursor.1,
+                        &page,
+                        &self.sh.node,
+                        &claimable,
+                    ],
+                )
+                .await?;
+            for r in &rows {
+                let d = Due {
+                    event: r.get(0),
+                    due_ms: r.get(1),
+                };
+                cursor = (d.due_ms, d.event);
+                if !skip(d.event) {
+                    out.push(d);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if (rows.len() as i64) < page {
+                return Ok(out);
+            }
+        }
+    }
+
     fn noted<T>(&self, r: Result<T, PgErr>) -> Result<T, StoreError> {
         match r {
             Ok(v) => {
@@ -386,41 +442,7 @@ impl Backend for PgStore {
         limit: usize,
         skip: Skip<'_>,
     ) -> Result<Vec<Due>, StoreError> {
-        let (after_ms, after_ev) = after
-            .map(|a| (a.due_ms, a.event))
-            .unwrap_or((i64::MIN, Uuid::nil()));
-        let mut out = Vec::new();
-        let mut cursor = (after_ms, after_ev);
-        // Read pages until `limit` entries not skipped (or the end).
-        loop {
-            let page = (limit.max(1) * 2).min(4096) as i64;
-            let rows = self
-                .query(
-                    "SELECT event, due_ms FROM deliveries
-                     WHERE ep = $1 AND due_ms IS NOT NULL AND due_ms <= $2
-                       AND (due_ms, event) > ($3, $4)
-                     ORDER BY due_ms, event LIMIT $5",
-                    &[&ep, &now_ms, &cursor.0, &cursor.1, &page],
-                )
-                .await?;
-            let n = rows.len();
-            for r in &rows {
-                let d = Due {
-                    event: r.get(0),
-                    due_ms: r.get(1),
-                };
-                cursor = (d.due_ms, d.event);
-                if !skip(d.event) {
-                    out.push(d);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-            }
-            if (n as i64) < page {
-                return Ok(out);
-            }
-        }
+        self.walk_due(ep, after, now_ms, limit, skip, false).await
     }
 
     async fn take_due(
@@ -435,33 +457,12 @@ impl Backend for PgStore {
         //    or this node's own; pass over what the caller holds. Plain
         //    reads, page by page, so the rows this node holds (up to its
         //    in-memory bound) are walked past, not locked or rewritten.
-        let mut cursor = after
-            .map(|a| (a.due_ms, a.event))
-            .unwrap_or((i64::MIN, Uuid::nil()));
-        let mut chosen: Vec<Uuid> = Vec::new();
-        loop {
-            let page = (limit.max(1) * 2).min(4096) as i64;
-            let rows = self
-                .query(
-                    "SELECT event, due_ms FROM deliveries
-                     WHERE ep = $1 AND due_ms IS NOT NULL AND due_ms <= $2
-                       AND (due_ms, event) > ($3, $4)
-                       AND (claimed_until IS NULL OR claimed_until < $2 OR claimed_by = $6)
-                     ORDER BY due_ms, event LIMIT $5",
-                    &[&ep, &now_ms, &cursor.0, &cursor.1, &page, &self.sh.node],
-                )
-                .await?;
-            for r in &rows {
-                let (event, due_ms): (Uuid, i64) = (r.get(0), r.get(1));
-                cursor = (due_ms, event);
-                if !skip(event) && chosen.len() < limit {
-                    chosen.push(event);
-                }
-            }
-            if chosen.len() >= limit || (rows.len() as i64) < page {
-                break;
-            }
-        }
+        let chosen: Vec<Uuid> = self
+            .walk_due(ep, after, now_ms, limit, skip, true)
+            .await?
+            .into_iter()
+            .map(|d| d.event)
+            .collect();
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
