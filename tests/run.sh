@@ -46,8 +46,8 @@ echo "== cargo test"
 # they do not make the timing-sensitive tests of the rest share the cores.
 cargo test --release --workspace -- --skip polyglot::
 
-echo "== cargo test: the end-to-end delivery tests again, on PostgreSQL"
-SWITCHYARD_TEST_BACKEND=postgres cargo test --release -p switchyard --test it -- delivery::
+echo "== cargo test: the end-to-end delivery and batching tests again, on PostgreSQL"
+SWITCHYARD_TEST_BACKEND=postgres cargo test --release -p switchyard --test it -- delivery:: batching::
 
 echo "== cargo test: Python and JavaScript plugins"
 cargo test --release -p switchyard --test it -- polyglot::

@@ -95,6 +95,23 @@ pub fn runtime_settings(config: &Config) -> RuntimeSettings {
     }
 }
 
+/// Notes the batch requests a stopped router left in flight in their
+/// deliveries' attempt logs (the deliveries are due and are sent again).
+pub async fn recover_batches(store: &Store) {
+    match store.recover_batches().await {
+        Ok((0, _)) => {}
+        Ok((batches, noted)) => warn!(
+            batches,
+            deliveries = noted,
+            "batch requests were in flight when a router stopped: noted in their deliveries' attempt logs; they are sent again"
+        ),
+        Err(e) => warn!(
+            error = %e,
+            "reading the batches left in flight failed; their deliveries are sent again without a note"
+        ),
+    }
+}
+
 /// Runs the router until SIGINT/SIGTERM.
 pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -162,6 +179,8 @@ pub async fn serve(config_path: &Path) -> anyhow::Result<()> {
             disable_after: config.delivery.disable_after,
         },
     );
+    // Before any delivery starts: batches the last run left in flight.
+    recover_batches(&store).await;
     dispatcher.sync().await;
 
     let listener = server::bind(config.server.listen).await?;

@@ -8,6 +8,8 @@
 //!   endpoints and their state: a change on one node takes effect on every
 //!   node within about a second;
 //! - a changed node count re-divides each endpoint's `max_in_flight`;
+//! - every second, batch requests a dead node left in flight are
+//!   noted in their deliveries' attempt logs;
 //! - every third of a lease, the claims on deliveries this node holds are
 //!   renewed, so no other node takes them while this one lives.
 //!
@@ -22,6 +24,10 @@ use crate::state::AppState;
 
 /// How often a node says it is alive and looks for changes.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Every this many heartbeats, the batches in flight of nodes that died
+/// are noted in their deliveries' logs (`Backend::recover_batches`).
+const RECOVER_EVERY: u64 = 2;
 
 /// Starts the heartbeat and claim renewal when the store is shared. The
 /// first heartbeat is awaited: the change counter it reads is the
@@ -44,8 +50,13 @@ pub async fn spawn(state: Arc<AppState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats: u64 = 0;
         loop {
             tick.tick().await;
+            beats += 1;
+            if beats % RECOVER_EVERY == 0 {
+                crate::app::recover_batches(&st.store).await;
+            }
             let view = match st.store.heartbeat().await {
                 Ok(v) => v,
                 Err(e) => {

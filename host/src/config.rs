@@ -1081,41 +1081,15 @@ impl Config {
             if let Err(fe) = endpoint::check_max_in_flight(max_in_flight) {
                 field_err(&mut c, fe);
             }
-            let batch = e.batch.as_ref().map(|b| {
-                let d = BatchSpec::DEFAULT;
-                let spec = BatchSpec {
-                    max_events: b.max_events.unwrap_or(d.max_events),
-                    max_bytes: c.size(
-                        &format!("{loc}: batch.max_bytes"),
-                        &b.max_bytes,
-                        d.max_bytes,
-                    ),
-                    max_wait: c.duration(
-                        &format!("{loc}: batch.max_wait"),
-                        &b.max_wait,
-                        d.max_wait,
-                    ),
-                };
-                if !(1..=10_000).contains(&spec.max_events) {
-                    c.err(&loc, "batch.max_events: write between 1 and 10000");
-                }
-                if !(1..=(64 << 20)).contains(&spec.max_bytes) {
-                    c.err(&loc, "batch.max_bytes: write between \"1B\" and \"64MiB\"");
-                }
-                if spec.max_wait > Duration::from_secs(60) {
-                    c.err(&loc, "batch.max_wait: write at most \"60s\"");
-                }
-                spec
+            let batch = e.batch.as_ref().and_then(|b| {
+                endpoint::check_batch(b.max_events, b.max_bytes.as_deref(), b.max_wait.as_deref())
+                    .map_err(|errors| errors.into_iter().for_each(|fe| field_err(&mut c, fe)))
+                    .ok()
             });
             let rate_limit = e.rate_limit.as_ref().and_then(|r| {
-                let parsed = endpoint::parse_rate(r);
-                if parsed.is_none() {
-                    c.err(
-                        &loc,
-                        format!("rate_limit: {r:?} is not a rate; write e.g. \"500/s\", \"50/m\""),
-                    );
-                }
-                parsed
+                endpoint::check_rate_limit(r)
+                    .map_err(|fe| field_err(&mut c, fe))
+                    .ok()
             });
             locations.push((e.account.clone(), e.id.clone(), loc.clone()));
             endpoints.push(EndpointSpec {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::config::{EndpointSpec, PluginRef};
-use crate::store::Store;
+use crate::config::{BatchSpec, EndpointSpec, PluginRef};
 pub use crate::store::StoredEndpoint;
+use crate::store::{Store, StoredBatch};
 
 impl StoredEndpoint {
     pub fn to_spec(&self) -> EndpointSpec {
@@ -31,8 +31,12 @@ impl StoredEndpoint {
             max_in_flight: self.max_in_flight,
             enabled: self.enabled,
             from_config: false,
-            batch: None,
-            rate_limit: None,
+            batch: self.batch.map(|b| BatchSpec {
+                max_events: b.max_events,
+                max_bytes: b.max_bytes,
+                max_wait: Duration::from_millis(b.max_wait_ms),
+            }),
+            rate_limit: self.rate_limit,
         }
     }
 
@@ -56,6 +60,12 @@ impl StoredEndpoint {
             enabled: spec.enabled,
             created_ms,
             updated_ms,
+            batch: spec.batch.map(|b| StoredBatch {
+                max_events: b.max_events,
+                max_bytes: b.max_bytes,
+                max_wait_ms: b.max_wait.as_millis() as u64,
+            }),
+            rate_limit: spec.rate_limit,
         }
     }
 }

@@ -440,7 +440,8 @@ async fn rate_limit_paces_batched_and_unbatched_endpoints() {
 
 /// kill -9 with events waiting in an open batch, then with a batch in
 /// flight (the receiver holds the request): after each restart every
-/// acknowledged event is delivered (dedupe keys may repeat, none missing).
+/// acknowledged event is delivered (dedupe keys may repeat, none missing),
+/// and the batch in flight is noted in its events' attempt logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_batched_event() {
     let rx = Receiver::scripted(|n, _| {
@@ -494,10 +495,215 @@ async fn kill_9_loses_no_batched_event() {
         })
         .await;
     let delivered: usize = got[1..].iter().map(|r| calls(r).len()).sum();
+    // The request in flight at the crash was recorded before it went out:
+    // each of its five events has an attempt naming that request (its
+    // `webhook-id`) and saying the receiver may have received it, then
+    // the successful one.
+    let hung = got[0].header("webhook-id").to_string();
+    for id in &open {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ev = event_api(&c, &router, id).await;
+            let d = delivery(&ev, "seg").clone();
+            let attempts = d["attempts"].as_array().cloned().unwrap_or_default();
+            let noted = attempts.iter().find(|a| a["batch"]["id"] == hung.as_str());
+            // On PostgreSQL a live node notes a dead node's batch once the
+            // node is seen dead (3 s), maybe after the event went again.
+            if let (Some(noted), "delivered") = (noted, d["status"].as_str().unwrap_or("")) {
+                assert_eq!(noted["batch"]["size"], 5, "{d}");
+                let err = noted["error"].as_str().unwrap_or("");
+                assert!(err.contains("was in flight"), "{d}");
+                assert!(
+                    attempts.iter().any(|a| a["status"] == 200),
+                    "then delivered: {d}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivered, with an attempt of batch {hung}: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     eprintln!(
         "FIGURES kill -9 batching: {} acknowledged, {} calls received after the crashes ({} requests), none missing",
         expected.len(),
         delivered,
         got.len() - 1
     );
+}
+
+/// Amplitude's 429 naming throttled events (`throttled_events: [1]`, no
+/// `Retry-After`): events 0 and 2 are sent again at once with the same
+/// `insert_id`s; event 1 waits 30 s (Amplitude's advice), not the 1 s of
+/// the endpoint's schedule, and its log shows the 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amplitude_429_pauses_only_the_throttled_events_for_30s() {
+    let rx = Receiver::scripted(|n, _| {
+        if n == 0 {
+            let mut r = Reply::status(429);
+            r.body = bytes::Bytes::from_static(
+                br#"{"code":429,"error":"Too many requests for some devices and users","eps_threshold":30,"throttled_devices":{},"throttled_users":{"lic-t-1":31},"throttled_events":[1]}"#,
+            );
+            r
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let mut config = base_config("");
+    config += &endpoint(
+        "amp",
+        &rx.url("/2/httpapi"),
+        "batch = { max_events = 3, max_wait = \"10s\" }\nretry_schedule = [\"1s\"]\nplugins = [ { name = \"amplitude\", config = { api_key = \"amp_key_123\" } } ]",
+    );
+    let router = Router::start(&config, &[("amplitude", dist_plugin("amplitude"))]);
+    let c = Client::new();
+    let ids = post(&c, &router, 3, "t").await;
+    let got = rx
+        .wait_for(Duration::from_secs(15), "the batch and the resend", |g| {
+            g.len() >= 2
+        })
+        .await;
+    let events = |r: &Received| r.json()["events"].as_array().cloned().unwrap_or_default();
+    let first = events(&got[0]);
+    assert_eq!(first.len(), 3);
+    let resent: Vec<Value> = events(&got[1])
+        .iter()
+        .map(|e| e["insert_id"].clone())
+        .collect();
+    assert_eq!(
+        resent,
+        vec![first[0]["insert_id"].clone(), first[2]["insert_id"].clone()],
+        "the unthrottled events, resent at once with the same insert_ids"
+    );
+    // The throttled one: which of our events it is, by its insert_id.
+    let throttled_insert = first[1]["insert_id"].as_str().unwrap().to_string();
+    let mut throttled = None;
+    for id in &ids {
+        let ev = event_api(&c, &router, id).await;
+        let d = delivery(&ev, "amp").clone();
+        if d["status"] == "failing" {
+            throttled = Some(d);
+        }
+    }
+    let d = throttled.expect("one delivery waits");
+    assert_eq!(d["lastStatus"], 429, "{d}");
+    assert!(
+        throttled_insert.len() > 8,
+        "the plugin wrote an insert_id: {throttled_insert}"
+    );
+    let next = time::OffsetDateTime::parse(
+        d["nextAttempt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = (next - time::OffsetDateTime::now_utc()).as_seconds_f64();
+    assert!(
+        (20.0..=31.0).contains(&wait),
+        "waits ~30 s, not 1 s: {wait} {d}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.count(), 2, "nothing more within the schedule's 1 s");
+}
+
+/// `batch` and `rateLimit` through the endpoints API: set on create, shown,
+/// validated with a pointer, kept across a restart, and removed by PATCH
+/// `null`. A plugin-less batched endpoint sends a JSON array.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_rate_limit_are_set_through_the_api_and_persist() {
+    let rx = Receiver::ok().await;
+    let mut router = Router::start(&base_config(""), &[]);
+    let c = Client::new();
+    const BASE: &str = "/v1/accounts/acct/webhook-endpoints";
+    let doc = |attrs: Value| json!({"data": {"type": "webhook-endpoints", "id": "an", "attributes": attrs}});
+    let r = api(
+        &c,
+        &router,
+        "POST",
+        BASE,
+        TOKEN,
+        Some(doc(
+            json!({"url": rx.url("/an"), "batch": {"maxEvents": 0}}),
+        )),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["errors"][0]["source"]["pointer"],
+        "/data/attributes/batch/maxEvents"
+    );
+    let r = api(
+        &c,
+        &router,
+        "POST",
+        BASE,
+        TOKEN,
+        Some(doc(json!({"url": rx.url("/an"), "rateLimit": "fast"}))),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.json()["errors"][0]["source"]["pointer"],
+        "/data/attributes/rateLimit"
+    );
+    let r = api(
+        &c,
+        &router,
+        "POST",
+        BASE,
+        TOKEN,
+        Some(doc(json!({
+            "url": rx.url("/an"),
+            "batch": {"maxEvents": 3, "maxBytes": "450KB", "maxWait": "20s"},
+            "rateLimit": "50/m",
+        }))),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let attrs = r.json()["data"]["attributes"].clone();
+    assert_eq!(
+        attrs["batch"],
+        json!({"maxEvents": 3, "maxBytes": 450000, "maxWait": "20s"})
+    );
+    assert_eq!(attrs["rateLimit"], "50/m");
+
+    // Kept across a restart, and in force: 3 events → one JSON array.
+    router.stop();
+    router.spawn();
+    let shown = api(&c, &router, "GET", &format!("{BASE}/an"), TOKEN, None)
+        .await
+        .json();
+    assert_eq!(shown["data"]["attributes"]["batch"]["maxEvents"], 3);
+    assert_eq!(shown["data"]["attributes"]["rateLimit"], "50/m");
+    post(&c, &router, 3, "api").await;
+    let got = rx
+        .wait_for(Duration::from_secs(10), "one batch of three", |g| {
+            !g.is_empty()
+        })
+        .await;
+    let batch = got[0].json();
+    assert_eq!(batch.as_array().map(|a| a.len()), Some(3), "{batch}");
+
+    // PATCH null: no batching, no limit; the next event goes alone at once.
+    let r = api(
+        &c,
+        &router,
+        "PATCH",
+        &format!("{BASE}/an"),
+        TOKEN,
+        Some(json!({"data": {"type": "webhook-endpoints", "attributes": {"batch": null, "rateLimit": null}}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["data"]["attributes"]["batch"], Value::Null);
+    assert_eq!(r.json()["data"]["attributes"]["rateLimit"], Value::Null);
+    post(&c, &router, 1, "single").await;
+    let got = rx
+        .wait_for(Duration::from_secs(5), "the unbatched event", |g| {
+            g.len() >= 2
+        })
+        .await;
+    assert!(got[1].json().is_object(), "one envelope, not an array");
 }

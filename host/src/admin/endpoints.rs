@@ -49,6 +49,46 @@ struct Attrs {
     timeout: Option<String>,
     max_in_flight: Option<usize>,
     enabled: Option<bool>,
+    /// Absent: unchanged; `null`: no batching; an object: batch.
+    #[serde(default, deserialize_with = "present")]
+    batch: Option<Option<BatchIn>>,
+    /// Absent: unchanged; `null`: no limit; `"500/s"`.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<String>>,
+}
+
+/// Tells a `null` attribute (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct BatchIn {
+    max_events: Option<usize>,
+    max_bytes: Option<SizeIn>,
+    max_wait: Option<String>,
+}
+
+/// `maxBytes`: a number of bytes or a size such as `"450KB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeIn {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeIn {
+    fn text(&self) -> String {
+        match self {
+            SizeIn::Bytes(n) => n.to_string(),
+            SizeIn::Text(s) => s.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -103,7 +143,7 @@ fn data_of(doc: Option<Value>) -> Result<(Option<String>, Attrs), ApiError> {
             ApiError::bad_request(
                 "Invalid attributes",
                 format!(
-                    "{e}; attributes are url, subscriptions, plugins, signatures, secret, retrySchedule, timeout, maxInFlight, enabled"
+                    "{e}; attributes are url, subscriptions, plugins, signatures, secret, retrySchedule, timeout, maxInFlight, enabled, batch, rateLimit"
                 ),
                 Some("/data/attributes"),
             )
@@ -193,6 +233,30 @@ fn apply(
     }
     if let Some(e) = a.enabled {
         spec.enabled = e;
+    }
+    if let Some(batch) = a.batch {
+        spec.batch = match batch {
+            None => None,
+            Some(b) => Some(
+                rules::check_batch(
+                    b.max_events,
+                    b.max_bytes.as_ref().map(SizeIn::text).as_deref(),
+                    b.max_wait.as_deref(),
+                )
+                .map_err(|errors| {
+                    let first = errors.into_iter().next();
+                    first.map(field).unwrap_or_else(|| {
+                        invalid("is not a valid batch", "/data/attributes/batch")
+                    })
+                })?,
+            ),
+        };
+    }
+    if let Some(rate) = a.rate_limit {
+        spec.rate_limit = match rate {
+            None => None,
+            Some(r) => Some(rules::check_rate_limit(&r).map_err(field)?),
+        };
     }
     Ok(())
 }
@@ -291,6 +355,12 @@ pub async fn resource(
             "retrySchedule": s.retry_schedule.describe(),
             "timeout": humantime::format_duration(s.timeout).to_string(),
             "maxInFlight": s.max_in_flight,
+            "batch": s.batch.map(|b| json!({
+                "maxEvents": b.max_events,
+                "maxBytes": b.max_bytes,
+                "maxWait": humantime::format_duration(b.max_wait).to_string(),
+            })),
+            "rateLimit": s.rate_limit.map(rules::describe_rate),
             "enabled": s.enabled,
             "status": status,
             "readOnly": s.from_config,
@@ -537,6 +607,8 @@ pub async fn update_doc(
             && attrs.retry_schedule.is_none()
             && attrs.timeout.is_none()
             && attrs.max_in_flight.is_none()
+            && attrs.batch.is_none()
+            && attrs.rate_limit.is_none()
             && re_enable;
         if !only_enable {
             return Err(read_only(&ep));

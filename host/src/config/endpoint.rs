@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::{BatchSpec, parse_size};
 use crate::policy::guard::{self, UrlPolicy};
 use crate::policy::retry::RetrySchedule;
 
@@ -36,6 +37,10 @@ pub enum Field {
     RetrySchedule(Option<usize>),
     Timeout,
     MaxInFlight,
+    BatchMaxEvents,
+    BatchMaxBytes,
+    BatchMaxWait,
+    RateLimit,
 }
 
 impl Field {
@@ -56,6 +61,10 @@ impl Field {
             Field::RetrySchedule(i) => list("retry_schedule", i),
             Field::Timeout => "timeout".into(),
             Field::MaxInFlight => "max_in_flight".into(),
+            Field::BatchMaxEvents => "batch.max_events".into(),
+            Field::BatchMaxBytes => "batch.max_bytes".into(),
+            Field::BatchMaxWait => "batch.max_wait".into(),
+            Field::RateLimit => "rate_limit".into(),
         }
     }
 
@@ -77,6 +86,10 @@ impl Field {
             Field::RetrySchedule(i) => list("retrySchedule", i),
             Field::Timeout => format!("{P}/timeout"),
             Field::MaxInFlight => format!("{P}/maxInFlight"),
+            Field::BatchMaxEvents => format!("{P}/batch/maxEvents"),
+            Field::BatchMaxBytes => format!("{P}/batch/maxBytes"),
+            Field::BatchMaxWait => format!("{P}/batch/maxWait"),
+            Field::RateLimit => format!("{P}/rateLimit"),
         }
     }
 }
@@ -268,6 +281,87 @@ pub fn check_max_in_flight(n: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Longest `batch.max_wait`.
+pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(60);
+
+/// `batch = { max_events, max_bytes, max_wait }`: each part defaults to
+/// [`BatchSpec::DEFAULT`]'s. Every refused part is named.
+pub fn check_batch(
+    max_events: Option<usize>,
+    max_bytes: Option<&str>,
+    max_wait: Option<&str>,
+) -> Result<BatchSpec, Vec<FieldError>> {
+    let d = BatchSpec::DEFAULT;
+    let mut errors = Vec::new();
+    let max_events = max_events.unwrap_or(d.max_events);
+    if !(1..=10_000).contains(&max_events) {
+        errors.push(FieldError::new(
+            Field::BatchMaxEvents,
+            format!("must be 1 to 10000 (got {max_events})"),
+        ));
+    }
+    let max_bytes = match max_bytes {
+        None => d.max_bytes,
+        Some(s) => parse_size(s)
+            .filter(|n| (1..=(64 << 20)).contains(n))
+            .unwrap_or_else(|| {
+                errors.push(FieldError::new(
+                    Field::BatchMaxBytes,
+                    format!("{s:?} is not a size from \"1B\" to \"64MiB\"; write e.g. \"450KB\""),
+                ));
+                d.max_bytes
+            }),
+    };
+    let max_wait = match max_wait {
+        None => d.max_wait,
+        Some(s) => match duration(s) {
+            Ok(w) if w <= MAX_BATCH_WAIT => w,
+            Ok(_) => {
+                errors.push(FieldError::new(
+                    Field::BatchMaxWait,
+                    format!("{s:?} is longer than 60s"),
+                ));
+                d.max_wait
+            }
+            Err(m) => {
+                errors.push(FieldError::new(Field::BatchMaxWait, m));
+                d.max_wait
+            }
+        },
+    };
+    if errors.is_empty() {
+        Ok(BatchSpec {
+            max_events,
+            max_bytes,
+            max_wait,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// `rate_limit = "500/s"`: requests per second.
+pub fn check_rate_limit(s: &str) -> Result<f64, FieldError> {
+    parse_rate(s).ok_or_else(|| {
+        FieldError::new(
+            Field::RateLimit,
+            format!("{s:?} is not a rate; write e.g. \"500/s\", \"50/m\""),
+        )
+    })
+}
+
+/// A rate as `rate_limit` is written: per second when that is a whole
+/// number, else per minute or per hour.
+pub fn describe_rate(per_sec: f64) -> String {
+    for (unit, secs) in [("s", 1.0), ("m", 60.0), ("h", 3600.0)] {
+        let n = per_sec * secs;
+        if (n - n.round()).abs() < 1e-6 * n.max(1.0) {
+            return format!("{}/{unit}", n.round());
+        }
+    }
+    format!("{per_sec}/s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +403,24 @@ mod tests {
         assert!(check_max_in_flight(0).is_err());
         assert!(check_max_in_flight(1025).is_err());
         assert!(check_plugin(0, "p", Some(&serde_json::json!(5))).is_err());
+        assert_eq!(check_batch(None, None, None), Ok(BatchSpec::DEFAULT));
+        assert_eq!(
+            check_batch(Some(0), None, None).unwrap_err()[0].field,
+            Field::BatchMaxEvents
+        );
+        assert_eq!(
+            check_batch(None, Some("lots"), None).unwrap_err()[0].field,
+            Field::BatchMaxBytes
+        );
+        assert_eq!(
+            check_batch(None, None, Some("2h")).unwrap_err()[0].field,
+            Field::BatchMaxWait
+        );
+        assert_eq!(check_rate_limit("50/m"), Ok(50.0 / 60.0));
+        assert!(check_rate_limit("fast").is_err());
+        for r in ["500/s", "50/m", "7/h"] {
+            assert_eq!(describe_rate(check_rate_limit(r).unwrap()), r);
+        }
     }
 }
 

@@ -173,12 +173,17 @@ impl Dispatcher {
                 drop(permit);
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let item = super::batch::Item {
+                    event: prepared.due.event,
                     body: prepared.body.clone(),
                     headers: prepared.output.headers.clone(),
                     reply: tx,
+                    journal: None,
                 };
                 let live = ep.live();
-                match self.join_batch(&ep.batcher, &live, spec, item, rx).await {
+                // `_in_flight` lives until this attempt is recorded: then
+                // the batch's record in the store may go.
+                let (reply, _in_flight) = self.join_batch(&ep.batcher, &live, spec, item, rx).await;
+                match reply {
                     super::batch::Reply::Sent {
                         result,
                         latency,

@@ -32,13 +32,49 @@ use super::Dispatcher;
 use super::sender::{Response, SendError};
 use crate::config::BatchSpec;
 use crate::registry::LiveEndpoint;
-use crate::store::{BatchRef, StoredOutput, now_ms};
+use crate::store::{BatchJournal, BatchRef, Store, StoredOutput, now_ms};
 
 /// One delivery's body waiting in a batch.
 pub(super) struct Item {
+    pub(super) event: Uuid,
     pub(super) body: Bytes,
     pub(super) headers: Vec<(String, String)>,
-    pub(super) reply: oneshot::Sender<Reply>,
+    pub(super) reply: oneshot::Sender<Answer>,
+    /// The store's record of the last batch request this item went out in.
+    pub(super) journal: Option<Arc<InFlight>>,
+}
+
+/// What an item is told, and the record of its batch in flight, which the
+/// delivery holds until its attempt is recorded.
+pub(super) type Answer = (Reply, Option<Arc<InFlight>>);
+
+impl Item {
+    fn answer(self, reply: Reply) {
+        let _ = self.reply.send((reply, self.journal));
+    }
+}
+
+/// A batch request recorded in the store as in flight
+/// ([`crate::store::Backend::open_batch`]). The record is forgotten when
+/// the last delivery it carried has recorded its attempt (the last clone
+/// is dropped); one left after a crash is noted in its deliveries' attempt
+/// logs at the next start ([`crate::store::Backend::recover_batches`]).
+pub(super) struct InFlight {
+    id: Uuid,
+    store: Store,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let (store, id) = (self.store.clone(), self.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.close_batch(id).await {
+                    tracing::debug!(batch = %id, error = %e, "forgetting a batch in flight failed; it is noted again at the next start");
+                }
+            });
+        }
+    }
 }
 
 /// What became of one item's batch.
@@ -134,8 +170,8 @@ impl Dispatcher {
         live: &Arc<LiveEndpoint>,
         spec: BatchSpec,
         item: Item,
-        reply: oneshot::Receiver<Reply>,
-    ) -> Reply {
+        reply: oneshot::Receiver<Answer>,
+    ) -> Answer {
         let needs_limits = batcher
             .open
             .lock()
@@ -182,7 +218,7 @@ impl Dispatcher {
             }
             let o = open.as_mut().expect("opened above");
             if len > o.limits.max_item_bytes {
-                let _ = item.reply.send(Reply::NotSent {
+                item.answer(Reply::NotSent {
                     error: format!(
                         "the body is {len} bytes, over the largest item a batch of this endpoint takes ({} bytes)",
                         o.limits.max_item_bytes
@@ -214,11 +250,14 @@ impl Dispatcher {
             let live = live.clone();
             tokio::spawn(async move { this.send_batch(&live, o).await });
         }
-        reply.await.unwrap_or(Reply::NotSent {
-            error: "the batch was dropped before it was sent".into(),
-            permanent: false,
-            batch: None,
-        })
+        reply.await.unwrap_or((
+            Reply::NotSent {
+                error: "the batch was dropped before it was sent".into(),
+                permanent: false,
+                batch: None,
+            },
+            None,
+        ))
     }
 
     /// Sends part of a batch again as its own batch (413 halves, the
@@ -286,7 +325,7 @@ impl Dispatcher {
             Ok(m) => m,
             Err((error, permanent)) => {
                 for item in items {
-                    let _ = item.reply.send(not_sent(error.clone(), permanent));
+                    item.answer(not_sent(error.clone(), permanent));
                 }
                 return;
             }
@@ -295,7 +334,7 @@ impl Dispatcher {
         for (i, item) in items.into_iter().enumerate() {
             match refused.iter().find(|(r, _)| *r == i) {
                 Some((_, reason)) => {
-                    let _ = item.reply.send(not_sent(reason.clone(), true));
+                    item.answer(not_sent(reason.clone(), true));
                 }
                 None => sent.push(item),
             }
@@ -312,7 +351,7 @@ impl Dispatcher {
             Ok(h) => h,
             Err(msg) => {
                 for item in sent {
-                    let _ = item.reply.send(not_sent(msg.clone(), false));
+                    item.answer(not_sent(msg.clone(), false));
                 }
                 return;
             }
@@ -333,13 +372,39 @@ impl Dispatcher {
             }
             None => {
                 for item in sent {
-                    let _ = item
-                        .reply
-                        .send(not_sent("the endpoint stopped".into(), false));
+                    item.answer(not_sent("the endpoint stopped".into(), false));
                 }
                 return;
             }
         };
+        // Membership is recorded before the request goes out (a crash
+        // after this point is noted in every member's attempt log).
+        let journal = BatchJournal {
+            id,
+            ep: live.uid,
+            at_ms: now_ms(),
+            events: sent.iter().map(|i| i.event).collect(),
+        };
+        if let Err(e) = self.inner.store.open_batch(&journal).await {
+            drop(permit);
+            for item in sent {
+                item.answer(not_sent(
+                    format!("recording the batch before sending it failed: {e}"),
+                    false,
+                ));
+            }
+            return;
+        }
+        let in_flight = Arc::new(InFlight {
+            id,
+            store: self.inner.store.clone(),
+        });
+        for item in &mut sent {
+            // Replaces the record of an earlier request (a 413's parent),
+            // now that this one is recorded.
+            item.journal = Some(in_flight.clone());
+        }
+        drop(in_flight);
         let (result, latency) = self
             .inner
             .sender
@@ -383,7 +448,7 @@ impl Dispatcher {
                 for (i, item) in sent.into_iter().enumerate() {
                     match bad.iter().find(|(b, _)| *b == i) {
                         Some((_, reason)) => {
-                            let _ = item.reply.send(Reply::NotSent {
+                            item.answer(Reply::NotSent {
                                 error: format!(
                                     "the receiver refused this event (HTTP 400): {reason}"
                                 ),
@@ -401,13 +466,103 @@ impl Dispatcher {
                 return;
             }
         }
+        // 429 naming throttled users or devices (Amplitude HTTP V2:
+        // `throttled_events`, indices into `events`): as Amplitude's own SDK
+        // does, the throttled events wait 30 s (unless the answer has a
+        // `Retry-After`) and the others are sent again at once.
+        if let (Some(429), true, Ok(resp)) = (status, limits.merges, &result) {
+            if let Some(throttle) = throttled(&resp.excerpt, sent.len()) {
+                let mut paused = resp.clone();
+                if paused.retry_after.is_none() {
+                    paused.retry_after = Some(THROTTLE_PAUSE.as_secs().to_string());
+                }
+                let mut rest = Vec::new();
+                let mut waiting = 0;
+                for (i, item) in sent.into_iter().enumerate() {
+                    let hit = match &throttle {
+                        Throttle::All => true,
+                        Throttle::Events(list) => list.contains(&i),
+                    };
+                    if hit {
+                        waiting += 1;
+                        item.answer(Reply::Sent {
+                            result: Ok(paused.clone()),
+                            latency,
+                            at_ms,
+                            batch,
+                        });
+                    } else {
+                        rest.push(item);
+                    }
+                }
+                tracing::info!(batch = %id, throttled = waiting, resent = rest.len(), "receiver throttled users or devices (HTTP 429); those events wait, the others are sent again");
+                if !rest.is_empty() {
+                    tokio::spawn(self.clone().resend(live.clone(), rest, limits));
+                }
+                return;
+            }
+        }
         for item in sent {
-            let _ = item.reply.send(Reply::Sent {
+            item.answer(Reply::Sent {
                 result: result.clone(),
                 latency,
                 at_ms,
                 batch,
             });
+        }
+    }
+}
+
+/// How long events of a throttled user or device wait (Amplitude's advice).
+const THROTTLE_PAUSE: Duration = Duration::from_secs(30);
+
+/// Which events of a batch a 429 says are throttled.
+#[derive(Debug, PartialEq)]
+enum Throttle {
+    /// These indices (Amplitude's `throttled_events`).
+    Events(Vec<usize>),
+    /// The answer names throttled users or devices but not which events
+    /// (or was cut to its excerpt): the whole batch waits.
+    All,
+}
+
+/// Amplitude's 429 answer: `throttled_events` (indices), or at least
+/// `throttled_users` / `throttled_devices`; `None` for any other 429.
+fn throttled(body: &[u8], len: usize) -> Option<Throttle> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => {
+            if let Some(list) = v.get("throttled_events").and_then(|e| e.as_array()) {
+                let idx: Vec<usize> = list
+                    .iter()
+                    .filter_map(|i| i.as_u64().map(|i| i as usize))
+                    .filter(|i| *i < len)
+                    .collect();
+                // An empty list names nothing: the whole batch waits (never
+                // a tight loop of resends).
+                return Some(if idx.is_empty() || idx.len() == len {
+                    Throttle::All
+                } else {
+                    Throttle::Events(idx)
+                });
+            }
+            let named = |k: &str| {
+                v.get(k)
+                    .and_then(|m| m.as_object())
+                    .is_some_and(|m| !m.is_empty())
+            };
+            (named("throttled_users") || named("throttled_devices")).then_some(Throttle::All)
+        }
+        // Cut to the attempt log's excerpt: the keys still tell.
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            [
+                "\"throttled_events\"",
+                "\"throttled_users\"",
+                "\"throttled_devices\"",
+            ]
+            .iter()
+            .any(|k| text.contains(k))
+            .then_some(Throttle::All)
         }
     }
 }
@@ -447,7 +602,23 @@ fn invalid_events(body: &[u8], len: usize) -> Option<Vec<(usize, String)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::invalid_events;
+    use super::{Throttle, invalid_events, throttled};
+
+    #[test]
+    fn amplitude_429_names_the_throttled_events() {
+        let body = br#"{"code":429,"error":"Too many requests for some devices and users",
+            "eps_threshold":30,"throttled_devices":{"C8F9E604":31},
+            "throttled_users":{"u1":31},"throttled_events":[1,3]}"#;
+        assert_eq!(throttled(body, 4), Some(Throttle::Events(vec![1, 3])));
+        let both = br#"{"code":429,"throttled_events":[0,1]}"#;
+        assert_eq!(throttled(both, 2), Some(Throttle::All), "every event named");
+        let users = br#"{"code":429,"throttled_users":{"u1":31}}"#;
+        assert_eq!(throttled(users, 4), Some(Throttle::All));
+        let cut = br#"{"code":429,"throttled_events":[0,1,2,3,4,5"#;
+        assert_eq!(throttled(cut, 40), Some(Throttle::All));
+        assert_eq!(throttled(br#"{"error":"slow down"}"#, 4), None);
+        assert_eq!(throttled(b"", 4), None);
+    }
 
     #[test]
     fn amplitude_400_names_the_refused_events() {

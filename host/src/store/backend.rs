@@ -224,6 +224,23 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    // ---- batches in flight ---------------------------------------------------
+
+    /// Records, durably, that a batch request is about to carry these
+    /// deliveries; called before the request is sent.
+    async fn open_batch(&self, batch: &BatchJournal) -> Result<(), StoreError>;
+
+    /// Every delivery of the batch has recorded its attempt: forgets it.
+    async fn close_batch(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Batches a stopped router left open (sled: every one, read at start;
+    /// PostgreSQL: those of nodes no longer alive, once each). Each member
+    /// delivery without an attempt of that batch gets one
+    /// ([`BatchJournal::interrupted_error`]); a pending one stays due. The
+    /// batches are forgotten (on PostgreSQL, once no member is held by a
+    /// live node). Returns (batches, attempts noted).
+    async fn recover_batches(&self) -> Result<(usize, usize), StoreError>;
+
     // ---- maintenance --------------------------------------------------------
 
     /// Deletes up to `max` events of `account` stored before `cutoff_ms`
@@ -244,4 +261,56 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Latency of durable group writes, for `/metrics`, when measured.
     fn flush_latency(&self) -> Option<Arc<Histogram>>;
+}
+
+/// Notes in `event`'s delivery to `b.ep` that batch `b` was interrupted, if
+/// that delivery has no attempt of `b`: the attempt counts (the request
+/// may have gone out); a pending delivery stays due, a final one (sent
+/// again and answered meanwhile) keeps its outcome. For backends with one
+/// node (read, then write, nothing else running yet).
+pub(super) async fn note_interrupted(
+    store: &dyn Backend,
+    b: &BatchJournal,
+    event: Uuid,
+) -> Result<bool, StoreError> {
+    let Some(mut rec) = store.delivery(event, b.ep).await? else {
+        return Ok(false);
+    };
+    let this = b.batch_ref();
+    let attempts = store.attempts(event, b.ep).await?;
+    if attempts
+        .iter()
+        .any(|a| a.batch.is_some_and(|r| r.id == this.id))
+    {
+        return Ok(false);
+    }
+    let error = b.interrupted_error();
+    rec.attempts += 1;
+    rec.updated_ms = now_ms();
+    if rec.status == DeliveryStatus::Delivering {
+        rec.status = DeliveryStatus::Failing;
+    }
+    if rec.due_ms.is_some() {
+        rec.last_status = None;
+        rec.last_error = Some(error.clone());
+    }
+    let attempt = AttemptRecord {
+        at_ms: b.at_ms,
+        status: None,
+        error: Some(error),
+        latency_us: 0,
+        response: Vec::new(),
+        batch: Some(this),
+    };
+    store
+        .record_attempt(AttemptUpdate {
+            event,
+            endpoint: b.ep,
+            old_due_ms: rec.due_ms,
+            record: &rec,
+            attempt: Some(&attempt),
+            endpoint_state: None,
+        })
+        .await?;
+    Ok(true)
 }

@@ -25,7 +25,8 @@ macro_rules! conformance_tests {
             commit_and_read_back, idempotency_window, due_order_and_skip,
             attempt_recording, requeue_and_disable, endpoint_crud,
             prune_final_only, durable_across_reopen, concurrent_commits_all_stored,
-            scheduled_events_wait_and_move_by_key, replacements_within_one_group_leave_one_pending);
+            scheduled_events_wait_and_move_by_key, replacements_within_one_group_leave_one_pending,
+            batches_in_flight_are_noted_after_a_crash);
     };
     (@cases $fixture:expr; $($case:ident),*) => {
         $(
@@ -405,6 +406,12 @@ fn endpoint(account: &str, id: &str) -> StoredEndpoint {
         enabled: true,
         created_ms: 1,
         updated_ms: 2,
+        batch: Some(crate::store::StoredBatch {
+            max_events: 100,
+            max_bytes: 450_000,
+            max_wait_ms: 500,
+        }),
+        rate_limit: Some(50.0),
     }
 }
 
@@ -718,4 +725,100 @@ pub async fn replacements_within_one_group_leave_one_pending(f: &dyn Fixture) {
     assert_eq!(replaced, 19);
     let due = store.due(ep, None, now + 60_000, 100, &none).await.unwrap();
     assert_eq!(due.len(), 1, "{due:?}");
+}
+
+/// A batch recorded as in flight and never closed (the router died):
+/// after a reopen, its members without an attempt of it get one saying so
+/// (a pending one stays due, a delivered one stays delivered); a member
+/// that recorded the batch's answer is left alone; a closed batch leaves
+/// nothing; recovery happens once.
+pub async fn batches_in_flight_are_noted_after_a_crash(f: &dyn Fixture) {
+    let ep = Uuid::new_v4();
+    let (ids, first_due, batch) = {
+        let store = f.open().await;
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(
+                store
+                    .commit(new_event("acct", None, &[(ep, "seg")]))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let first_due = store.delivery(ids[0], ep).await.unwrap().unwrap().due_ms;
+        let batch = BatchJournal {
+            id: Uuid::now_v7(),
+            ep,
+            at_ms: now_ms(),
+            events: ids.clone(),
+        };
+        store.open_batch(&batch).await.unwrap();
+        let closed = BatchJournal {
+            id: Uuid::now_v7(),
+            ..batch.clone()
+        };
+        store.open_batch(&closed).await.unwrap();
+        store.close_batch(closed.id).await.unwrap();
+        // ids[1] recorded the batch's answer (failed, retry later);
+        // ids[2] was delivered by a later request.
+        for (i, status, due) in [
+            (1, DeliveryStatus::Failing, Some(now_ms() + 60_000)),
+            (2, DeliveryStatus::Delivered, None),
+        ] {
+            let mut rec = store.delivery(ids[i], ep).await.unwrap().unwrap();
+            let old = rec.due_ms;
+            rec.attempts = 1;
+            rec.status = status;
+            rec.due_ms = due;
+            rec.last_status = Some(if due.is_some() { 500 } else { 200 });
+            let a = AttemptRecord {
+                at_ms: now_ms(),
+                status: Some(if due.is_some() { 500 } else { 200 }),
+                error: None,
+                latency_us: 10,
+                response: Vec::new(),
+                batch: (i == 1).then(|| batch.batch_ref()),
+            };
+            store
+                .record_attempt(AttemptUpdate {
+                    event: ids[i],
+                    endpoint: ep,
+                    old_due_ms: old,
+                    record: &rec,
+                    attempt: Some(&a),
+                    endpoint_state: None,
+                })
+                .await
+                .unwrap();
+        }
+        store.flush().await.unwrap();
+        (ids, first_due, batch)
+    };
+    let store = f.open().await;
+    assert_eq!(store.recover_batches().await.unwrap(), (1, 2));
+    let rec = store.delivery(ids[0], ep).await.unwrap().unwrap();
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(rec.status, DeliveryStatus::Failing);
+    assert_eq!(rec.due_ms, first_due, "still due, sent again");
+    let log = store.attempts(ids[0], ep).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].batch, Some(batch.batch_ref()));
+    assert_eq!(log[0].error, Some(batch.interrupted_error()));
+    assert_eq!(
+        store.attempts(ids[1], ep).await.unwrap().len(),
+        1,
+        "answered: nothing to note"
+    );
+    // Delivered by a later request: the note joins its log, the outcome
+    // stays.
+    let done = store.delivery(ids[2], ep).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.due_ms, done.attempts, done.last_status),
+        (DeliveryStatus::Delivered, None, 2, Some(200))
+    );
+    let log = store.attempts(ids[2], ep).await.unwrap();
+    assert_eq!(log[1].batch, Some(batch.batch_ref()));
+    assert_eq!(store.due_count(ep).await.unwrap(), 2);
+    assert_eq!(store.recover_batches().await.unwrap(), (0, 0), "once");
 }

@@ -127,6 +127,36 @@ pub struct BatchRef {
     pub size: u32,
 }
 
+/// A batch request about to be sent, as recorded before it goes out: which
+/// deliveries (`events` of endpoint `ep`) it carries. Forgotten once every
+/// one of them has recorded its attempt; one still recorded after a crash
+/// is how the attempt logs learn the request may have reached the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchJournal {
+    pub id: Uuid,
+    pub ep: Uuid,
+    pub at_ms: i64,
+    pub events: Vec<Uuid>,
+}
+
+impl BatchJournal {
+    pub fn batch_ref(&self) -> BatchRef {
+        BatchRef {
+            id: *self.id.as_bytes(),
+            size: self.events.len() as u32,
+        }
+    }
+
+    /// The error of the attempt a recovered batch leaves in each member's log.
+    pub fn interrupted_error(&self) -> String {
+        format!(
+            "the router stopped while batch {} ({} deliveries) was in flight: the receiver may have received it; sent again with the same dedupe keys",
+            self.id,
+            self.events.len()
+        )
+    }
+}
+
 /// Persistent per-endpoint state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointState {
@@ -250,6 +280,20 @@ pub struct StoredEndpoint {
     pub enabled: bool,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// `batch`; absent in records written before batching existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<StoredBatch>,
+    /// `rate_limit` in requests per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<f64>,
+}
+
+/// An API endpoint's `batch` as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBatch {
+    pub max_events: usize,
+    pub max_bytes: u64,
+    pub max_wait_ms: u64,
 }
 
 /// When a new delivery is first due: the event's creation time, but never

@@ -34,9 +34,10 @@ use uuid::Uuid;
 use self::group::{AttemptJob, CommitJob, Groups};
 use self::rows::{DELIVERY_COLUMNS, from_json, to_json};
 use super::{
-    AttemptRecord, AttemptUpdate, Backend, CancelTarget, Cancelled, ClusterView, Committed,
-    DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord, IDEMPOTENCY_WINDOW_MS,
-    NewEvent, Schedule, ScheduleRecord, Skip, StoreError, StoredEndpoint, now_ms,
+    AttemptRecord, AttemptUpdate, Backend, BatchJournal, CancelTarget, Cancelled, ClusterView,
+    Committed, DeliveryRecord, DeliveryStatus, Due, EndpointState, EventRecord,
+    IDEMPOTENCY_WINDOW_MS, NewEvent, Schedule, ScheduleRecord, Skip, StoreError, StoredEndpoint,
+    now_ms,
 };
 use crate::config::PostgresConfig;
 use crate::telemetry::{FLUSH_BUCKETS, Histogram};
@@ -776,6 +777,96 @@ impl Backend for PgStore {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    async fn open_batch(&self, b: &BatchJournal) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO batches (id, node, ep, at_ms, events) VALUES ($1, $2, $3, $4, $5)",
+            &[&b.id, &self.sh.node, &b.ep, &b.at_ms, &b.events],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn close_batch(&self, id: Uuid) -> Result<(), StoreError> {
+        self.exec("DELETE FROM batches WHERE id = $1", &[&id])
+            .await
+            .map(|_| ())
+    }
+
+    async fn recover_batches(&self) -> Result<(usize, usize), StoreError> {
+        let now = now_ms();
+        let r = async {
+            let mut c = self.sh.pool.get().await?;
+            let tx = c.transaction().await?;
+            // Rows of nodes not seen for 3 s, taken by one live node only.
+            let rows = tx
+                .query(
+                    "SELECT id, node, ep, at_ms, events FROM batches b
+                     WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = b.node AND n.seen_ms > $1)
+                     FOR UPDATE SKIP LOCKED",
+                    &[&(now - 3 * 1000)],
+                )
+                .await?;
+            let note = tx
+                .prepare_cached(
+                    "WITH upd AS (
+                         UPDATE deliveries d
+                         SET attempts = d.attempts + 1, updated_ms = $6,
+                             last_status = CASE WHEN d.due_ms IS NULL THEN d.last_status END,
+                             last_error = CASE WHEN d.due_ms IS NULL THEN d.last_error ELSE $5 END,
+                             status = CASE WHEN d.status = 'delivering' THEN 'failing' ELSE d.status END
+                         WHERE d.ep = $2 AND d.event = ANY($4)
+                           AND (d.claimed_by IS NULL OR d.claimed_by = $7 OR d.claimed_until < $6)
+                           AND NOT EXISTS (SELECT 1 FROM attempts a
+                                           WHERE a.event = d.event AND a.ep = d.ep AND a.batch_id = $1)
+                         RETURNING d.event, d.attempts)
+                     INSERT INTO attempts (event, ep, n, at_ms, status, error, latency_us, response, batch_id, batch_size)
+                     SELECT event, $2, attempts, $3, NULL, $5, 0, ''::bytea, $1, $8 FROM upd",
+                )
+                .await?;
+            let mut noted = 0u64;
+            for row in &rows {
+                let b = BatchJournal {
+                    id: row.get(0),
+                    ep: row.get(2),
+                    at_ms: row.get(3),
+                    events: row.get(4),
+                };
+                let node: Uuid = row.get(1);
+                let size = b.events.len() as i32;
+                noted += tx
+                    .execute(
+                        &note,
+                        &[
+                            &b.id,
+                            &b.ep,
+                            &b.at_ms,
+                            &b.events,
+                            &b.interrupted_error(),
+                            &now,
+                            &node,
+                            &size,
+                        ],
+                    )
+                    .await?;
+                // Forgotten once every member has its note (members a live
+                // node holds now are noted at a later round).
+                tx.execute(
+                    "DELETE FROM batches b WHERE id = $1 AND NOT EXISTS (
+                         SELECT 1 FROM deliveries d
+                         WHERE d.ep = $2 AND d.event = ANY($3)
+                           AND NOT EXISTS (SELECT 1 FROM attempts a
+                                           WHERE a.event = d.event AND a.ep = d.ep AND a.batch_id = $1))",
+                    &[&b.id, &b.ep, &b.events],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, PgErr>((rows.len(), noted as usize))
+        }
+        .await;
+        self.noted(r)
     }
 
     async fn prune(&self, account: &str, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {

@@ -12,7 +12,13 @@ use tokio_postgres::Client;
 use crate::store::StoreError;
 
 /// Migrations in order; the version of the N-th is N.
-const MIGRATIONS: &[(&str, &str)] = &[("initial schema", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("initial schema", include_str!("migrations/0001_init.sql")),
+    (
+        "batches in flight",
+        include_str!("migrations/0002_batches.sql"),
+    ),
+];
 
 /// The schema version this binary writes.
 pub const VERSION: i32 = MIGRATIONS.len() as i32;

@@ -106,3 +106,9 @@ pub fn parse_due(key: &[u8]) -> Option<(i64, Uuid)> {
     let due_ms = i64::from_be_bytes(key[18..26].try_into().ok()?);
     Some((due_ms, uuid_at(key, 26)))
 }
+
+/// A batch in flight (`BatchJournal`).
+pub fn batch(id: Uuid) -> Vec<u8> {
+    [b"j/".as_slice(), id.as_bytes()].concat()
+}
+pub const BATCH_PREFIX: &[u8] = b"j/";

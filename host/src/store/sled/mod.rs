@@ -31,7 +31,7 @@ use super::{
     EndpointState, EventRecord, IDEMPOTENCY_WINDOW_MS, NewEvent, Skip, StoreError, StoredEndpoint,
     now_ms, stored_ms,
 };
-use crate::store::{CancelTarget, Cancelled, Schedule, ScheduleRecord};
+use crate::store::{BatchJournal, CancelTarget, Cancelled, Schedule, ScheduleRecord};
 use crate::telemetry::{FLUSH_BUCKETS, Histogram};
 
 /// The store's layout version. 1: events under `e/<event>` with an
@@ -479,6 +479,32 @@ impl Backend for SledStore {
         let existed = self.tree.contains_key(&k).map_err(io)?;
         self.apply(vec![(k, None)], true).await?;
         Ok(existed)
+    }
+
+    async fn open_batch(&self, b: &BatchJournal) -> Result<(), StoreError> {
+        self.apply(vec![(keys::batch(b.id), Some(enc(b)))], true)
+            .await
+    }
+
+    async fn close_batch(&self, id: Uuid) -> Result<(), StoreError> {
+        self.apply(vec![(keys::batch(id), None)], false).await
+    }
+
+    async fn recover_batches(&self) -> Result<(usize, usize), StoreError> {
+        let mut found = Vec::new();
+        for kv in self.tree.scan_prefix(keys::BATCH_PREFIX) {
+            let (k, v) = kv.map_err(io)?;
+            found.push((k.to_vec(), dec::<BatchJournal>(&k, &v)?));
+        }
+        let mut noted = 0;
+        for (k, b) in &found {
+            for &event in &b.events {
+                noted +=
+                    usize::from(crate::store::backend::note_interrupted(self, b, event).await?);
+            }
+            self.apply(vec![(k.clone(), None)], true).await?;
+        }
+        Ok((found.len(), noted))
     }
 
     async fn prune(&self, account: &str, cutoff_ms: i64, max: usize) -> Result<usize, StoreError> {
