@@ -67,7 +67,7 @@ fn url_of(store: &str) -> String {
         .to_string()
 }
 
-/// Two nodes started at once on an empty database (it is migrated once),
+/// Two nodes started at once on an empty database (each migration applied once),
 /// 5,000 events posted alternately to both, one node killed with SIGKILL
 /// half-way: every event that got a 202 reaches the endpoint, and no
 /// delivery was sent twice while both nodes were alive.
@@ -84,12 +84,16 @@ async fn two_nodes_share_the_work_and_a_killed_node_loses_nothing() {
         (ta.join().unwrap(), tb.join().unwrap())
     };
     let mut b = b;
-    assert_eq!(psql(&db, "SELECT count(*) FROM switchyard_schema"), "1");
+    // Every migration applied once, by one of the two nodes.
+    let versions: usize = psql(&db, "SELECT count(*) FROM switchyard_schema")
+        .parse()
+        .unwrap();
+    assert!(versions >= 2, "{versions} schema versions");
     let applied = [a.log(), b.log()]
         .iter()
         .map(|l| l.matches("schema migration applied").count())
         .sum::<usize>();
-    assert_eq!(applied, 1, "the schema was migrated {applied} times");
+    assert_eq!(applied, versions, "migrations applied {applied} times");
 
     let c = Arc::new(Client::new());
     let acked = Arc::new(std::sync::Mutex::new(HashSet::new()));
