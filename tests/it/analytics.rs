@@ -144,3 +144,148 @@ plugins = [ {{ name = "amplitude", config = {{ api_key = "amp_key_123" }} }} ]
     let fp = fixture("machine.created")["payload"]["data"]["attributes"]["fingerprint"].clone();
     assert_eq!(machine["events"][0]["device_id"], fp);
 }
+
+/// What segment-analytics-python and amplitude-analytics send for the same
+/// events (tests/ecosystem/capture_sdks.py: the SDKs pointed at a capture
+/// server), as JSON.
+fn sdk_capture() -> Value {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let script = format!(
+        "{}/../tests/ecosystem/capture_sdks.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(out.path())
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        run.status.success(),
+        "{script} failed (install the SDKs: pip install -r tests/ecosystem/requirements.txt):\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.path()).unwrap()).unwrap()
+}
+
+/// Batching end to end against the official SDKs: the router batches two
+/// events per request to a Segment and an Amplitude endpoint, and each
+/// request has the shape of the one request the SDK's own batching sent
+/// for the same two events — the same wrapper (Segment: less `sentAt` and
+/// `writeKey`, which we leave out on purpose), and per call the same field
+/// names, types and nesting (Segment: less `integrations: {}` and nulls).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_requests_have_the_official_sdks_shape() {
+    let sdk = sdk_capture();
+    let rx = Receiver::ok().await;
+    let config = base_config("")
+        + &format!(
+            r#"
+[[endpoints]]
+id = "segment"
+account = "acct"
+url = "{seg}"
+secret = "{SECRET}"
+subscriptions = ["user.created", "license.validation.succeeded"]
+batch = {{ max_events = 2, max_wait = "10s" }}
+plugins = [ {{ name = "segment", config = {{ write_key = "wk_test" }} }} ]
+[[endpoints]]
+id = "amplitude"
+account = "acct"
+url = "{amp}"
+secret = "{SECRET}"
+subscriptions = ["license.validation.succeeded", "machine.created"]
+batch = {{ max_events = 2, max_wait = "10s" }}
+plugins = [ {{ name = "amplitude", config = {{ api_key = "amp_key", min_id_length = 5, user_properties = ["name"] }} }} ]
+"#,
+            seg = rx.url("/v1/batch"),
+            amp = rx.url("/2/httpapi"),
+        );
+    let router = Router::start(
+        &config,
+        &[
+            ("segment", dist_plugin("segment")),
+            ("amplitude", dist_plugin("amplitude")),
+        ],
+    );
+    let c = Client::new();
+    for name in [
+        "user.created",
+        "license.validation.succeeded",
+        "machine.created",
+    ] {
+        let r = c.post_event(&router, "acct", &fixture(name)).await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(15), "one batch per endpoint", |g| {
+            g.len() >= 2
+        })
+        .await;
+    use switchyard_guest::testing::shape;
+
+    // Segment: one request with both calls.
+    let ours = got.iter().find(|r| r.path == "/v1/batch").unwrap().json();
+    let theirs = &sdk["segment"]["batched"]["body"];
+    let mut top = theirs.as_object().unwrap().clone();
+    assert!(top.remove("sentAt").is_some());
+    assert_eq!(top.remove("writeKey"), Some(json!("wk_test")));
+    assert_eq!(
+        ours.as_object().unwrap().keys().collect::<Vec<_>>(),
+        top.keys().collect::<Vec<_>>()
+    );
+    let calls = ours["batch"].as_array().unwrap();
+    let sdk_calls = theirs["batch"].as_array().unwrap();
+    assert_eq!((calls.len(), sdk_calls.len()), (2, 2));
+    for kind in ["identify", "track"] {
+        let o = calls.iter().find(|c| c["type"] == kind).unwrap();
+        let mut t = sdk_calls
+            .iter()
+            .find(|c| c["type"] == kind)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone();
+        assert_eq!(t.remove("integrations"), Some(json!({})));
+        t.retain(|_, v| !v.is_null());
+        assert_eq!(
+            shape(o),
+            shape(&Value::Object(t.clone())),
+            "{kind}\nours: {o:#}\nsdk:  {t:#?}"
+        );
+        for key in ["userId", "event", "properties", "traits"] {
+            assert_eq!(o.get(key), t.get(key), "{kind}: {key}");
+        }
+    }
+
+    // Amplitude: one request with both events.
+    let ours = got.iter().find(|r| r.path == "/2/httpapi").unwrap().json();
+    let theirs = &sdk["amplitude"]["events"]["body"];
+    let skeleton = |v: &Value| {
+        let mut s = v.clone();
+        s["events"] = json!([]);
+        shape(&s)
+    };
+    assert_eq!(skeleton(&ours), skeleton(theirs));
+    assert_eq!(ours["api_key"], theirs["api_key"]);
+    assert_eq!(ours["options"], theirs["options"]);
+    let events = ours["events"].as_array().unwrap();
+    let sdk_events = theirs["events"].as_array().unwrap();
+    assert_eq!((events.len(), sdk_events.len()), (2, 2));
+    for o in events {
+        let t = sdk_events
+            .iter()
+            .find(|t| t["event_type"] == o["event_type"])
+            .unwrap();
+        assert_eq!(shape(o), shape(t), "\nours: {o:#}\nsdk:  {t:#}");
+        for key in [
+            "user_id",
+            "device_id",
+            "time",
+            "platform",
+            "event_properties",
+            "user_properties",
+        ] {
+            assert_eq!(o.get(key), t.get(key), "{}: {key}", o["event_type"]);
+        }
+    }
+}
