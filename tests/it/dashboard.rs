@@ -214,6 +214,44 @@ async fn ui_http_contract() {
         .map(|e| e["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["alpha", "beta", "made"]);
+    // Batching and the rate limit, set through the API, on the detail page.
+    let r = Client::new()
+        .request(
+            "PATCH",
+            &router.url("/v1/accounts/acct/webhook-endpoints/made"),
+            &[
+                ("authorization", &format!("Bearer {TOKEN}")),
+                ("content-type", "application/vnd.api+json"),
+            ],
+            serde_json::json!({"data": {"type": "webhook-endpoints", "attributes": {
+                "batch": {"maxEvents": 40, "maxWait": "2s"}, "rateLimit": "5/s"}}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let (status, _, page) = raw(
+        &router,
+        "GET",
+        "/ui/a/acct/endpoints/made",
+        &with_cookie,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<dt>Batching</dt><dd>up to 40 events or 475000 bytes, or after 2s</dd>")
+            && page.contains("<dt>Rate limit</dt><dd>5/s</dd>"),
+        "{page}"
+    );
+    let (_, _, page) = raw(
+        &router,
+        "GET",
+        "/ui/a/acct/endpoints/alpha",
+        &with_cookie,
+        "",
+    )
+    .await;
+    assert!(page.contains("<dt>Batching</dt><dd>off (one request per event)</dd>"));
     // Paging: 25 events a page, newest first, then an "Older events" link
     // that keeps the filters.
     let c = Client::new();

@@ -195,6 +195,7 @@ pub async fn detail(
         "<dl class=\"facts\"><dt>URL</dt><dd class=\"mono\">{url}</dd><dt>Status</dt><dd>{st}{reason}</dd>\
 <dt>Subscriptions</dt><dd>{subs}</dd><dt>Signatures</dt><dd>{sigs}</dd><dt>Secrets</dt><dd>{secrets}</dd>\
 <dt>Retry schedule</dt><dd>{retry}</dd><dt>Timeout</dt><dd>{timeout}</dd>\
+<dt>Batching</dt><dd>{batch}</dd><dt>Rate limit</dt><dd>{rate}</dd>\
 <dt>Consecutive failures</dt><dd>{fails}</dd><dt>Last success</dt><dd class=\"mono\">{ok}</dd><dt>Last error</dt><dd>{lerr}</dd><dt>Source</dt><dd>{src}</dd></dl>",
         url = esc(&text(&a["url"])),
         st = badge(&text(&a["status"])),
@@ -207,6 +208,16 @@ pub async fn detail(
         secrets = esc(&secrets),
         retry = esc(&if a["retrySchedule"].is_array() { list_text(&a["retrySchedule"]) } else { text(&a["retrySchedule"]) }),
         timeout = esc(&text(&a["timeout"])),
+        batch = esc(&match a["batch"].as_object() {
+            Some(b) => format!(
+                "up to {} events or {} bytes, or after {}",
+                text(&b["maxEvents"]),
+                text(&b["maxBytes"]),
+                text(&b["maxWait"])
+            ),
+            None => "off (one request per event)".into(),
+        }),
+        rate = esc(&a["rateLimit"].as_str().unwrap_or("none").to_string()),
         fails = esc(&text(&h["consecutiveFailures"])),
         ok = esc(&text(&h["lastSuccess"])),
         lerr = esc(&text(&h["lastError"])),
