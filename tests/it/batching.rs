@@ -707,3 +707,36 @@ async fn batch_and_rate_limit_are_set_through_the_api_and_persist() {
         .await;
     assert!(got[1].json().is_object(), "one envelope, not an array");
 }
+
+/// A reload that lifts `rate_limit` applies at once to the deliveries the
+/// router has already taken into memory, not only to later ones: 30 events
+/// at 2/s would take 15 s; after the limit is removed from `router.toml`
+/// the rest arrive within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_lifts_the_rate_limit_applies_to_deliveries_already_taken() {
+    let rx = Receiver::ok().await;
+    let config = base_config("") + &endpoint("slow", &rx.url("/slow"), "rate_limit = \"2/s\"");
+    let router = Router::start(&config, &[]);
+    let c = Client::new();
+    post(&c, &router, 30, "reload").await;
+    rx.wait_for(Duration::from_secs(10), "the first paced requests", |g| {
+        g.len() >= 2
+    })
+    .await;
+    let written = std::fs::read_to_string(&router.config_path).unwrap();
+    assert!(written.contains("rate_limit = \"2/s\""));
+    std::fs::write(
+        &router.config_path,
+        written.replace("rate_limit = \"2/s\"", ""),
+    )
+    .unwrap();
+    let lifted = Instant::now();
+    rx.wait_for(Duration::from_secs(6), "the other events, unpaced", |g| {
+        g.len() >= 30
+    })
+    .await;
+    eprintln!(
+        "FIGURES rate_limit lifted by a reload: the rest arrived {:?} after the edit",
+        lifted.elapsed()
+    );
+}

@@ -150,15 +150,19 @@ impl Dispatcher {
             Prepare::Ready(p) => p,
             Prepare::Done(summary) => return Ok(summary),
         };
-        let sent = match live.spec.batch {
+        // The endpoint's settings now, not when the delivery was taken: a
+        // reload that changes `batch` or `rate_limit` applies to every
+        // delivery not yet sent.
+        let current = ep.live();
+        let sent = match current.spec.batch {
             None => {
-                if let Some(rate) = live.spec.rate_limit {
+                if let Some(rate) = current.spec.rate_limit {
                     let wait = ep.rate.reserve(rate);
                     if !wait.is_zero() {
                         self.inner
                             .metrics
                             .rate_limited(&live.spec.account, &live.spec.id);
-                        tokio::time::sleep(wait).await;
+                        super::rate::pace(wait, || ep.live().spec.rate_limit.is_some()).await;
                     }
                 }
                 let sent = self.send(live, &prepared).await;
@@ -179,7 +183,7 @@ impl Dispatcher {
                     reply: tx,
                     journal: None,
                 };
-                let live = ep.live();
+                let live = current.clone();
                 // `_in_flight` lives until this attempt is recorded: then
                 // the batch's record in the store may go.
                 let (reply, _in_flight) = self.join_batch(&ep.batcher, &live, spec, item, rx).await;

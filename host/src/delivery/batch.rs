@@ -359,13 +359,14 @@ impl Dispatcher {
         // The endpoint's in-flight bound applies to batch requests.
         let permit = match live_permit(self, live).await {
             Some((p, ep)) => {
-                if let Some(rate) = live.spec.rate_limit {
+                // The limit in force now (a reload may have changed it).
+                if let Some(rate) = ep.live().spec.rate_limit {
                     let wait = ep.rate.reserve(rate);
                     if !wait.is_zero() {
                         self.inner
                             .metrics
                             .rate_limited(&live.spec.account, &live.spec.id);
-                        tokio::time::sleep(wait).await;
+                        super::rate::pace(wait, || ep.live().spec.rate_limit.is_some()).await;
                     }
                 }
                 p

@@ -34,6 +34,21 @@ impl RateLimiter {
     }
 }
 
+/// Sleeps `wait` (a reservation from [`RateLimiter::reserve`]), in steps,
+/// and stops early once `limited()` says the endpoint has no limit any
+/// more (a reload removed it): requests already waiting go at once.
+pub(super) async fn pace(wait: Duration, limited: impl Fn() -> bool) {
+    const STEP: Duration = Duration::from_millis(100);
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= until || !limited() {
+            return;
+        }
+        tokio::time::sleep((until - now).min(STEP)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
