@@ -10,6 +10,7 @@
 # plugin) fed `events` license.validation.succeeded events by the bench's
 # own client (64 connections, exactly `events` posts answered 202):
 #   0. baseline: wrk -> nginx answering 204 (the machine's raw rate);
+#  0b. baseline: durable ingest alone (nothing subscribed), the same client;
 #   a. batched, `batch = { max_events = 100, max_bytes = "450KB",
 #      max_wait = "500ms" }`: events/s delivered (first post to the
 #      receiver holding every event's messageId), requests, events per
@@ -183,6 +184,15 @@ LIMITED_BATCH=${LIMITED_BATCH:-'batch = { max_events = 20, max_bytes = "450KB", 
 
 if [[ -z "${SKIP_AB:-}" ]]; then
 echo
+echo "== 0b. baseline: durable ingest alone (the endpoint subscribes to nothing), the same client"
+start_router 'subscriptions = ["nothing.matches"]'
+cpu0=$(ticks "$router_pid")
+out=$(post_events)
+ingest_alone=$(sed -n 's/.*(\([0-9]*\)\/s over.*/\1/p' <<<"$out")
+echo "  client: $out"
+echo "  router CPU $(awk -v a="$cpu0" -v b="$(ticks "$router_pid")" -v hz="$hz" -v n="$events" 'BEGIN{printf "%.1f s (%.1f µs per event)", (b-a)/hz, (b-a)/hz*1e6/n}')"
+stop_router
+echo
 echo "== a. batched: $BATCH"
 throughput "batched" "$BATCH"
 batched=$rate
@@ -191,7 +201,7 @@ echo "== b. unbatched (one request per event)"
 throughput "unbatched" ""
 unbatched=$rate
 echo
-echo "batched / unbatched: $(awk -v a="$batched" -v b="$unbatched" 'BEGIN{printf "%.2f", a/b}'); batched / nginx raw: $(awk -v a="$batched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}'); unbatched / nginx raw: $(awk -v a="$unbatched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}')"
+echo "batched / unbatched: $(awk -v a="$batched" -v b="$unbatched" 'BEGIN{printf "%.2f", a/b}'); batched / ingest alone: $(awk -v a="$batched" -v b="$ingest_alone" 'BEGIN{printf "%.2f", a/b}'); batched / nginx raw: $(awk -v a="$batched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}'); unbatched / ingest alone: $(awk -v a="$batched" -v b="$ingest_alone" 'BEGIN{printf "%.2f", a/b}'); batched / nginx raw: $(awk -v a="$unbatched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}')"
 fi
 
 limited() { # $1 = name, $2 = extra endpoint lines while limited
