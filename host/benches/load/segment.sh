@@ -25,7 +25,8 @@
 #      the receiver unlimited) and the backlog's time to drain;
 #   d. the receiver limited to 50 requests/s, the endpoint WITHOUT
 #      rate_limit (only 429 + Retry-After handling), then lifted the same
-#      way. SKIP_D=1 skips it; SKIP_AB=1 skips a and b.
+#      way. SKIP_D=1 skips it; SKIP_AB=1 skips a and b; ROUNDS=n runs a
+#      and b alternately n times (default 1) and gives the medians.
 # SWITCHYARD_BIN=path runs another build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -110,12 +111,15 @@ EOF
 }
 
 start_router() { # $1 = extra endpoint lines
+    # A fresh store; the compiled-plugin cache is kept between scenarios.
+    [[ -d "$work/data/plugin-cache" ]] && mv "$work/data/plugin-cache" "$work/plugin-cache"
     rm -rf "$work/data"
+    if [[ -d "$work/plugin-cache" ]]; then mkdir -p "$work/data" && mv "$work/plugin-cache" "$work/data/plugin-cache"; fi
     config "$1" > "$work/router.toml"
     RUST_LOG=warn "$bin" serve -c "$work/router.toml" > "$work/router.out" 2> "$work/router.err" &
     router_pid=$!
-    for _ in $(seq 300); do grep -q "listening on" "$work/router.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q "listening on" "$work/router.out" || { echo "router did not start:"; cat "$work/router.err"; exit 1; }
+    for _ in $(seq 1200); do grep -q "listening on" "$work/router.out" 2>/dev/null && break; sleep 0.1; done
+    grep -q "listening on" "$work/router.out" || { echo "router did not start:"; cat "$work/router.out" "$work/router.err"; exit 1; }
     for _ in $(seq 300); do [[ "$(metric switchyard_plugins_loaded '')" -ge 1 ]] && return; sleep 0.1; done
     echo "the segment plugin did not load:"; tail -5 "$work/router.err"; exit 1
 }
@@ -192,16 +196,24 @@ ingest_alone=$(sed -n 's/.*(\([0-9]*\)\/s over.*/\1/p' <<<"$out")
 echo "  client: $out"
 echo "  router CPU $(awk -v a="$cpu0" -v b="$(ticks "$router_pid")" -v hz="$hz" -v n="$events" 'BEGIN{printf "%.1f s (%.1f µs per event)", (b-a)/hz, (b-a)/hz*1e6/n}')"
 stop_router
+rounds=${ROUNDS:-1}
+brates=(); urates=()
+for round in $(seq "$rounds"); do
+    echo
+    echo "== a. batched: $BATCH (round $round of $rounds)"
+    throughput "batched" "$BATCH"
+    brates+=("$rate")
+    echo
+    echo "== b. unbatched, one request per event (round $round of $rounds)"
+    throughput "unbatched" ""
+    urates+=("$rate")
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+batched=$(median "${brates[@]}"); unbatched=$(median "${urates[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", a/b}'; }
 echo
-echo "== a. batched: $BATCH"
-throughput "batched" "$BATCH"
-batched=$rate
-echo
-echo "== b. unbatched (one request per event)"
-throughput "unbatched" ""
-unbatched=$rate
-echo
-echo "batched / unbatched: $(awk -v a="$batched" -v b="$unbatched" 'BEGIN{printf "%.2f", a/b}'); batched / ingest alone: $(awk -v a="$batched" -v b="$ingest_alone" 'BEGIN{printf "%.2f", a/b}'); batched / nginx raw: $(awk -v a="$batched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}'); unbatched / ingest alone: $(awk -v a="$batched" -v b="$ingest_alone" 'BEGIN{printf "%.2f", a/b}'); batched / nginx raw: $(awk -v a="$unbatched" -v b="$raw" 'BEGIN{printf "%.3f", a/b}')"
+echo "events/s delivered, batched: ${brates[*]} (median $batched); unbatched: ${urates[*]} (median $unbatched)"
+echo "batched / unbatched: $(ratio "$batched" "$unbatched"); batched / ingest alone: $(ratio "$batched" "$ingest_alone"); unbatched / ingest alone: $(ratio "$unbatched" "$ingest_alone"); batched / nginx raw: $(ratio "$batched" "$raw"); unbatched / nginx raw: $(ratio "$unbatched" "$raw")"
 fi
 
 limited() { # $1 = name, $2 = extra endpoint lines while limited
