@@ -25,7 +25,7 @@
 #      the receiver unlimited) and the backlog's time to drain;
 #   d. the receiver limited to 50 requests/s, the endpoint WITHOUT
 #      rate_limit (only 429 + Retry-After handling), then lifted the same
-#      way. SKIP_D=1 skips it; SKIP_AB=1 skips a and b; ROUNDS=n runs a
+#      way. ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d; SKIP_AB=1 skips a and b; ROUNDS=n runs a
 #      and b alternately n times (default 1) and gives the medians.
 # SWITCHYARD_BIN=path runs another build.
 set -euo pipefail
@@ -269,9 +269,10 @@ limited() { # $1 = name, $2 = extra endpoint lines while limited
 }
 
 echo
-echo "== c. receiver limited to 50 requests/s, endpoint rate_limit = \"50/s\" and $LIMITED_BATCH, then lifted"
+router_rate=${ROUTER_RATE:-50/s}
+echo "== c. receiver limited to 50 requests/s, endpoint rate_limit = \"$router_rate\" and $LIMITED_BATCH, then lifted"
 limited "limited+rate_limit" "$LIMITED_BATCH
-rate_limit = \"50/s\""
+rate_limit = \"$router_rate\""
 if [[ -z "${SKIP_D:-}" ]]; then
     echo
     echo "== d. receiver limited to 50 requests/s, endpoint WITHOUT rate_limit (429 + Retry-After only), $LIMITED_BATCH, then lifted"
