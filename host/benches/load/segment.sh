@@ -256,7 +256,18 @@ limited() { # $1 = name, $2 = extra endpoint lines while limited
     rx POST '/limit?rps=0' >/dev/null
     local t_lift
     t_lift=$(now_ms)
-    wait_all 600
+    # Sample every second until the receiver holds every event.
+    i=0; line=""; prev=$(jq .requests <<<"$s"); local pd d
+    pd=$(jq .distinct <<<"$s")
+    while [[ "$(jq .distinct <<<"$s")" -lt "$ingested" && "$i" -lt 600 ]]; do
+        i=$((i + 1))
+        sleep "$(awk -v t0="$t_lift" -v i="$i" -v now="$(now_ms)" 'BEGIN{d=(t0+i*1000-now)/1000; print (d>0?d:0)}')"
+        s=$(stats)
+        r=$(jq .requests <<<"$s"); d=$(jq .distinct <<<"$s")
+        line="$line $((r - prev))/$((d - pd))"
+        prev=$r; pd=$d
+    done
+    echo "  receiver, requests/new events in each second after the lift:$line"
     s=$(stats)
     if [[ "$backlog" -gt 0 ]]; then
         local drain_ms=$(( $(jq .last_new_id_ms <<<"$s") - t_lift ))
