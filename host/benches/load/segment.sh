@@ -25,7 +25,9 @@
 #      the receiver unlimited) and the backlog's time to drain;
 #   d. the receiver limited to 50 requests/s, the endpoint WITHOUT
 #      rate_limit (only 429 + Retry-After handling), then lifted the same
-#      way. ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d; SKIP_AB=1 skips a and b; ROUNDS=n runs a
+#      way. UNBATCHED_DRAIN=1 adds e: d with an unbatched endpoint (and
+#      unbatched after the lift), whose drain is delivery alone without
+#      batching. ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d; SKIP_AB=1 skips a and b; ROUNDS=n runs a
 #      and b alternately n times (default 1) and gives the medians.
 # SWITCHYARD_BIN=path runs another build.
 set -euo pipefail
@@ -216,7 +218,7 @@ echo "events/s delivered, batched: ${brates[*]} (median $batched); unbatched: ${
 echo "batched / unbatched: $(ratio "$batched" "$unbatched"); batched / ingest alone: $(ratio "$batched" "$ingest_alone"); unbatched / ingest alone: $(ratio "$unbatched" "$ingest_alone"); batched / nginx raw: $(ratio "$batched" "$raw"); unbatched / nginx raw: $(ratio "$unbatched" "$raw")"
 fi
 
-limited() { # $1 = name, $2 = extra endpoint lines while limited
+limited() { # $1 = name, $2 = extra endpoint lines while limited, $3 = after the lift (default scenario a's)
     rx POST '/limit?rps=50' >/dev/null
     start_router "$2"
     rx POST /reset >/dev/null
@@ -252,7 +254,7 @@ limited() { # $1 = name, $2 = extra endpoint lines while limited
     echo "  limited for $(awk -v ms="$ms" 'BEGIN{printf "%.1f", ms/1000}') s: $ok requests answered 200 ($(awk -v r="$ok" -v ms="$ms" 'BEGIN{printf "%.1f", r*1000/ms}')/s; busiest second $peak requests), $limited_429 answered 429; $(jq .distinct <<<"$s") events delivered, backlog $backlog of $ingested; router: $(metric switchyard_rate_limited_requests_total '') requests delayed by rate_limit"
     # Lift: the router.toml of scenario a (no rate_limit; hot reload) and
     # the receiver unlimited.
-    config "$BATCH" > "$work/router.toml.new" && mv "$work/router.toml.new" "$work/router.toml"
+    config "${3-$BATCH}" > "$work/router.toml.new" && mv "$work/router.toml.new" "$work/router.toml"
     rx POST '/limit?rps=0' >/dev/null
     local t_lift
     t_lift=$(now_ms)
@@ -288,6 +290,11 @@ if [[ -z "${SKIP_D:-}" ]]; then
     echo
     echo "== d. receiver limited to 50 requests/s, endpoint WITHOUT rate_limit (429 + Retry-After only), $LIMITED_BATCH, then lifted"
     limited "limited, no rate_limit" "$LIMITED_BATCH"
+fi
+if [[ -n "${UNBATCHED_DRAIN:-}" ]]; then
+    echo
+    echo "== e. as d, unbatched before and after the lift (the backlog's drain without batching, for the ratio)"
+    limited "limited, unbatched" "" ""
 fi
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
