@@ -25,10 +25,13 @@
 #      the receiver unlimited) and the backlog's time to drain;
 #   d. the receiver limited to 50 requests/s, the endpoint WITHOUT
 #      rate_limit (only 429 + Retry-After handling), then lifted the same
-#      way. UNBATCHED_DRAIN=1 adds e: d with an unbatched endpoint (and
-#      unbatched after the lift), whose drain is delivery alone without
-#      batching. ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d; SKIP_AB=1 skips a and b; ROUNDS=n runs a
-#      and b alternately n times (default 1) and gives the medians.
+#      way (most deliveries were attempted and refused before the lift, so
+#      the drain is delivery alone: no ingest, bodies already made);
+#   e. (UNBATCHED_DRAIN=1) d with an unbatched endpoint, unbatched after
+#      the lift too: delivery alone without batching, for the ratio.
+# ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d;
+# SKIP_AB=1 skips 0b, a and b; ROUNDS=n runs a and b alternately n times
+# (default 1) and gives the medians.
 # SWITCHYARD_BIN=path runs another build.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
