@@ -30,7 +30,8 @@
 #   e. (UNBATCHED_DRAIN=1) d with an unbatched endpoint, unbatched after
 #      the lift too: delivery alone without batching, for the ratio.
 # ROUTER_RATE sets c's rate_limit (default 50/s); SKIP_D=1 skips d;
-# SKIP_AB=1 skips 0b, a and b; ROUNDS=n runs a and b alternately n times
+# SKIP_AB=1 skips 0b, a and b; SKIP_B=1 skips b (its ratio line then
+# compares a with itself); SKIP_C=1 stops after a and b (no c, d, e); ROUNDS=n runs a and b alternately n times
 # (default 1) and gives the medians.
 # SWITCHYARD_BIN=path runs another build.
 set -euo pipefail
@@ -208,6 +209,7 @@ for round in $(seq "$rounds"); do
     echo "== a. batched: $BATCH (round $round of $rounds)"
     throughput "batched" "$BATCH"
     brates+=("$rate")
+    [[ -n "${SKIP_B:-}" ]] && { urates+=("$rate"); continue; }
     echo
     echo "== b. unbatched, one request per event (round $round of $rounds)"
     throughput "unbatched" ""
@@ -284,6 +286,7 @@ limited() { # $1 = name, $2 = extra endpoint lines while limited, $3 = after the
     stop_router
 }
 
+[[ -n "${SKIP_C:-}" ]] && exit 0
 echo
 router_rate=${ROUTER_RATE:-50/s}
 echo "== c. receiver limited to 50 requests/s, endpoint rate_limit = \"$router_rate\" and $LIMITED_BATCH, then lifted"
