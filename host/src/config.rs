@@ -173,7 +173,8 @@ pub struct EndpointSpec {
     pub from_config: bool,
     /// Batching (`batch = {...}`); `None` sends one request per event.
     pub batch: Option<BatchSpec>,
-    /// `rate_limit`: most requests per second to this endpoint (per node).
+    /// `rate_limit`: most requests per second to this endpoint (each of N
+    /// nodes sending at most 1/N of it).
     pub rate_limit: Option<f64>,
 }
 

@@ -526,3 +526,44 @@ async fn store_copy_moves_pending_deliveries_to_postgres() {
         "the attempt from before the copy is gone: {text}"
     );
 }
+
+/// `rate_limit` holds for the cluster: two routers on one database, an
+/// endpoint limited to 20 requests/s, 40 events posted alternately to
+/// both. Each router sends at 10/s, so the receiver sees the 40 requests
+/// over about 2 s (at 20/s each, it would be about 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_is_shared_by_the_nodes() {
+    let rx = Receiver::ok().await;
+    let store = postgres_store("3s");
+    let config = node_config(
+        &store,
+        &endpoint("paced", &rx.url("/paced"), "rate_limit = \"20/s\""),
+    );
+    let a = Router::start(&config, &[]);
+    let b = Router::start(&config, &[]);
+    // Both have seen each other's heartbeat.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = Client::new();
+    for i in 0..40 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let r = c
+            .post_event(
+                node,
+                "acct",
+                &event("license.created", json!({"data": {"id": format!("r{i}")}})),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
+    let got = rx
+        .wait_for(Duration::from_secs(15), "40 paced deliveries", |g| {
+            g.len() >= 40
+        })
+        .await;
+    let span = got[39].at.duration_since(got[0].at);
+    eprintln!("FIGURES rate_limit 20/s on two nodes: 40 requests over {span:?}");
+    assert!(
+        span >= Duration::from_millis(1600) && span <= Duration::from_secs(5),
+        "40 requests at 20/s in all take about 2 s: {span:?}"
+    );
+}

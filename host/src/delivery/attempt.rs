@@ -157,7 +157,7 @@ impl Dispatcher {
         let sent = match current.spec.batch {
             None => {
                 if let Some(rate) = current.spec.rate_limit {
-                    let wait = ep.rate.reserve(rate);
+                    let wait = ep.rate.reserve(self.rate_share(rate));
                     if !wait.is_zero() {
                         self.inner
                             .metrics

@@ -361,7 +361,7 @@ impl Dispatcher {
             Some((p, ep)) => {
                 // The limit in force now (a reload may have changed it).
                 if let Some(rate) = ep.live().spec.rate_limit {
-                    let wait = ep.rate.reserve(rate);
+                    let wait = ep.rate.reserve(self.rate_share(rate));
                     if !wait.is_zero() {
                         self.inner
                             .metrics

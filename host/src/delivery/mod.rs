@@ -114,6 +114,13 @@ impl Dispatcher {
         (max_in_flight / nodes).max(1)
     }
 
+    /// This node's share of an endpoint's `rate_limit` (requests/s) when
+    /// `nodes` routers share the store: an even split, so the routers
+    /// together stay within the provider's limit.
+    pub(super) fn rate_share(&self, per_sec: f64) -> f64 {
+        per_sec / self.inner.nodes.load(Ordering::Relaxed).max(1) as f64
+    }
+
     /// How many routers share the store; re-divides every endpoint's
     /// in-flight bound when it changed.
     pub async fn set_nodes(&self, nodes: usize) {

@@ -1,7 +1,8 @@
 //! `rate_limit = "500/s"`: a token bucket per endpoint that paces requests
-//! (batched and unbatched alike) before they are sent. Per node: each
-//! router process keeps its own bucket, so N nodes sending to one endpoint
-//! allow up to N times the rate (docs/ARCHITECTURE.md, "Batching").
+//! (batched and unbatched alike) before they are sent. Each router process
+//! keeps its own bucket at its share of the rate (the rate divided by the
+//! live nodes, `Dispatcher::rate_share`), so the nodes together stay within
+//! it (docs/ARCHITECTURE.md, "Batching").
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
