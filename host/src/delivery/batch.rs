@@ -70,7 +70,7 @@ impl Drop for InFlight {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = store.close_batch(id).await {
-                    tracing::debug!(batch = %id, error = %e, "forgetting a batch in flight failed; it is noted again at the next start");
+                    tracing::debug!(batch = %id, error = %e, "forgetting a batch in flight failed; recovery clears it later (every delivery in it has its attempt, so nothing is noted)");
                 }
             });
         }
