@@ -16,7 +16,10 @@
 #      to fully drained; statements and commits per event.
 # The routers run the shipped defaults ([store] pool_size 16, lease 30s).
 # SWITCHYARD_BIN=path runs another build. NODES="1 2" (default) picks the
-# cluster sizes.
+# cluster sizes. SOAK=secs first runs one node end to end at SOAK_RATE
+# (default 2000/s) for that long, printing the hot tables' live and dead
+# tuples, HOT updates, autovacuums and sizes every 10 s (ONLY_SOAK=1: only
+# that).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -156,6 +159,36 @@ cpu_split() {
     w=$(ps -C wrk -o times= | awk '{s+=$1} END{print s+0}')
     echo "routers=$r postgres=$p nginx=$n wrk=$w"
 }
+
+table_stats() { # one line per hot table: live and dead tuples, HOT updates, autovacuums, size
+    q "SELECT relname || ': live ' || n_live_tup || ', dead ' || n_dead_tup
+              || ', updates ' || n_tup_upd || ' (HOT ' || n_tup_hot_upd || ')'
+              || ', autovacuums ' || autovacuum_count
+              || ', ' || pg_size_pretty(pg_total_relation_size(relid))
+       FROM pg_stat_user_tables WHERE relname IN ('events', 'deliveries', 'attempts') ORDER BY relname"
+}
+
+if [[ -n "${SOAK:-}" ]]; then
+    # Sustained end to end on one node, paced below capacity, for SOAK
+    # seconds: does dead-tuple bloat build up in the hot tables?
+    soak_rate=${SOAK_RATE:-2000}
+    echo
+    echo "== soak: 1 node, end to end to nginx, $soak_rate events/s for $SOAK s; tables every 10 s"
+    start_nodes 1 ""
+    URL="http://127.0.0.1:${ports[0]}/v1/accounts/bench/events" TOKEN="$BENCH_TOKEN" RATE="$soak_rate" SECS="$SOAK" \
+        CONNS=32 "$paced_bin" > "$work/soak.txt" 2>&1 &
+    soak_pid=$!
+    t=0
+    while kill -0 "$soak_pid" 2>/dev/null; do
+        sleep 10
+        t=$((t + 10))
+        echo "t=${t}s pending $(q "SELECT count(*) FROM deliveries WHERE due_ms IS NOT NULL")"
+        table_stats | sed 's/^/    /'
+    done
+    grep '^paced ingest' "$work/soak.txt" || cat "$work/soak.txt"
+    stop_nodes
+    [[ -n "${ONLY_SOAK:-}" ]] && exit 0
+fi
 
 for nodes in ${NODES:-1 2}; do
     echo
