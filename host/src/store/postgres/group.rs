@@ -5,7 +5,7 @@
 //! several) per event stop near 600–3,000 events/s on this kind of
 //! machine; here the statements and commits per event fall as load rises.
 //!
-//! Several writers per queue (four for ingest, two for attempt results):
+//! Two writers per queue (ingest, attempt results):
 //! while some commit, another gathers the next group. Ingest groups commit with `synchronous_commit = on` (a 202 means
 //! on disk); attempt groups with it off for their transaction only: an
 //! attempt result lost in a crash repeats the attempt, which at-least-once
@@ -27,9 +27,12 @@ use crate::store::{
 
 /// Most jobs in one group.
 const MAX_GROUP: usize = 2048;
-/// Writer tasks per queue: while some commit (waiting for the WAL flush),
-/// another gathers the next group.
-const COMMIT_WRITERS: usize = 4;
+/// Writer tasks per queue: while one commits (waiting for the WAL flush),
+/// another gathers the next group. Two, not four, for ingest: fewer and
+/// larger groups cost the database less CPU per event, which on a box the
+/// routers share with PostgreSQL is throughput and latency (BENCHMARKS.md,
+/// "two ingest writers per node").
+const COMMIT_WRITERS: usize = 2;
 const ATTEMPT_WRITERS: usize = 2;
 /// Tries of a group that hit a deadlock or serialization failure.
 const TRIES: usize = 3;
