@@ -156,15 +156,7 @@ impl Dispatcher {
         let current = ep.live();
         let sent = match current.spec.batch {
             None => {
-                if let Some(rate) = current.spec.rate_limit {
-                    let wait = ep.rate.reserve(self.rate_share(rate));
-                    if !wait.is_zero() {
-                        self.inner
-                            .metrics
-                            .rate_limited(&live.spec.account, &live.spec.id);
-                        super::rate::pace(wait, || ep.live().spec.rate_limit.is_some()).await;
-                    }
-                }
+                self.pace(ep, &current).await;
                 let sent = self.send(live, &prepared).await;
                 // The receiver is done with us: the next request may start
                 // while this result is being recorded.

@@ -360,15 +360,7 @@ impl Dispatcher {
         let permit = match live_permit(self, live).await {
             Some((p, ep)) => {
                 // The limit in force now (a reload may have changed it).
-                if let Some(rate) = ep.live().spec.rate_limit {
-                    let wait = ep.rate.reserve(self.rate_share(rate));
-                    if !wait.is_zero() {
-                        self.inner
-                            .metrics
-                            .rate_limited(&live.spec.account, &live.spec.id);
-                        super::rate::pace(wait, || ep.live().spec.rate_limit.is_some()).await;
-                    }
-                }
+                self.pace(&ep, &ep.live()).await;
                 p
             }
             None => {

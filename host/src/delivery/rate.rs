@@ -7,6 +7,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::endpoint::EndpointShared;
+use crate::registry::LiveEndpoint;
+
 /// One endpoint's bucket. Reservations: a request that finds no token takes
 /// one from the future and sleeps until it is due, so waiting requests go
 /// out in order at the rate, never in a burst.
@@ -35,18 +38,31 @@ impl RateLimiter {
     }
 }
 
-/// Sleeps `wait` (a reservation from [`RateLimiter::reserve`]), in steps,
-/// and stops early once `limited()` says the endpoint has no limit any
-/// more (a reload removed it): requests already waiting go at once.
-pub(super) async fn pace(wait: Duration, limited: impl Fn() -> bool) {
-    const STEP: Duration = Duration::from_millis(100);
-    let until = tokio::time::Instant::now() + wait;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= until || !limited() {
+impl super::Dispatcher {
+    /// Waits for the endpoint's next request slot under its `rate_limit`
+    /// (the limit in force now, at this node's share), counting a request
+    /// that had to wait. The wait is slept in steps and ends early once a
+    /// reload removes the limit: requests already waiting go at once.
+    pub(super) async fn pace(&self, ep: &EndpointShared, live: &LiveEndpoint) {
+        let Some(rate) = live.spec.rate_limit else {
+            return;
+        };
+        let wait = ep.rate.reserve(self.rate_share(rate));
+        if wait.is_zero() {
             return;
         }
-        tokio::time::sleep((until - now).min(STEP)).await;
+        self.inner
+            .metrics
+            .rate_limited(&live.spec.account, &live.spec.id);
+        const STEP: Duration = Duration::from_millis(100);
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= until || ep.live().spec.rate_limit.is_none() {
+                return;
+            }
+            tokio::time::sleep((until - now).min(STEP)).await;
+        }
     }
 }
 
