@@ -57,6 +57,34 @@ fn segment_endpoint(id: &str, url: &str, batch: &str) -> String {
     )
 }
 
+/// A receiver answering its first request `status` with `body`, then 200,
+/// and a router batching to it by 3 through the `amplitude` plugin with
+/// `retry_schedule = [retry]`.
+async fn amplitude_answering_first(
+    status: u16,
+    body: &'static [u8],
+    retry: &str,
+) -> (Receiver, Router) {
+    let rx = Receiver::scripted(move |n, _| {
+        let mut r = Reply::status(if n == 0 { status } else { 200 });
+        if n == 0 {
+            r.body = bytes::Bytes::from_static(body);
+        }
+        r
+    })
+    .await;
+    let config = base_config("")
+        + &endpoint(
+            "amp",
+            &rx.url("/2/httpapi"),
+            &format!(
+                "batch = {{ max_events = 3, max_wait = \"10s\" }}\nretry_schedule = [\"{retry}\"]\nplugins = [ {{ name = \"amplitude\", config = {{ api_key = \"amp_key_123\" }} }} ]"
+            ),
+        );
+    let router = Router::start(&config, &[("amplitude", dist_plugin("amplitude"))]);
+    (rx, router)
+}
+
 fn calls(r: &Received) -> Vec<Value> {
     r.json()["batch"].as_array().cloned().unwrap_or_default()
 }
@@ -291,25 +319,7 @@ async fn a_413_splits_the_batch_and_sends_the_halves() {
 /// are sent again at once and delivered, with the same `insert_id`s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_amplitude_partial_400_fails_only_the_named_events() {
-    let rx = Receiver::scripted(|n, _| {
-        if n == 0 {
-            let mut r = Reply::status(400);
-            r.body = bytes::Bytes::from_static(
-                br#"{"code":400,"error":"Request missing required field","events_with_invalid_fields":{"user_id":[1]},"events_with_missing_fields":{}}"#,
-            );
-            r
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
-    let mut config = base_config("");
-    config += &endpoint(
-        "amp",
-        &rx.url("/2/httpapi"),
-        "batch = { max_events = 3, max_wait = \"10s\" }\nretry_schedule = [\"10s\"]\nplugins = [ { name = \"amplitude\", config = { api_key = \"amp_key_123\" } } ]",
-    );
-    let router = Router::start(&config, &[("amplitude", dist_plugin("amplitude"))]);
+    let (rx, router) = amplitude_answering_first(400, br#"{"code":400,"error":"Request missing required field","events_with_invalid_fields":{"user_id":[1]},"events_with_missing_fields":{}}"#, "10s").await;
     let c = Client::new();
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(format!(
@@ -540,25 +550,7 @@ async fn kill_9_loses_no_batched_event() {
 /// the endpoint's schedule, and its log shows the 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_amplitude_429_pauses_only_the_throttled_events_for_30s() {
-    let rx = Receiver::scripted(|n, _| {
-        if n == 0 {
-            let mut r = Reply::status(429);
-            r.body = bytes::Bytes::from_static(
-                br#"{"code":429,"error":"Too many requests for some devices and users","eps_threshold":30,"throttled_devices":{},"throttled_users":{"lic-t-1":31},"throttled_events":[1]}"#,
-            );
-            r
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
-    let mut config = base_config("");
-    config += &endpoint(
-        "amp",
-        &rx.url("/2/httpapi"),
-        "batch = { max_events = 3, max_wait = \"10s\" }\nretry_schedule = [\"1s\"]\nplugins = [ { name = \"amplitude\", config = { api_key = \"amp_key_123\" } } ]",
-    );
-    let router = Router::start(&config, &[("amplitude", dist_plugin("amplitude"))]);
+    let (rx, router) = amplitude_answering_first(429, br#"{"code":429,"error":"Too many requests for some devices and users","eps_threshold":30,"throttled_devices":{},"throttled_users":{"lic-t-1":31},"throttled_events":[1]}"#, "1s").await;
     let c = Client::new();
     let ids = post(&c, &router, 3, "t").await;
     let got = rx

@@ -56,6 +56,21 @@ fn new_event(account: &str, key: Option<&str>, eps: &[(Uuid, &str)]) -> NewEvent
     }
 }
 
+/// Commits `n` events each with one delivery to `ep`; their ids in order.
+async fn commit_n(store: &Store, ep: Uuid, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(
+            store
+                .commit(new_event("acct", None, &[(ep, "crm")]))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    ids
+}
+
 fn none(_: Uuid) -> bool {
     false
 }
@@ -155,16 +170,7 @@ pub async fn idempotency_window(f: &dyn Fixture) {
 pub async fn due_order_and_skip(f: &dyn Fixture) {
     let store = f.open().await;
     let (ep, other) = (Uuid::new_v4(), Uuid::new_v4());
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(
-            store
-                .commit(new_event("acct", None, &[(ep, "crm")]))
-                .await
-                .unwrap()
-                .id,
-        );
-    }
+    let ids = commit_n(&store, ep, 5).await;
     store
         .commit(new_event("acct", None, &[(other, "x")]))
         .await
@@ -362,15 +368,7 @@ pub async fn requeue_and_disable(f: &dyn Fixture) {
     // disable_pending: every queued delivery but the skipped one.
     let ids: Vec<Uuid> = {
         let mut v = vec![id];
-        for _ in 0..3 {
-            v.push(
-                store
-                    .commit(new_event("acct", None, &[(ep, "crm")]))
-                    .await
-                    .unwrap()
-                    .id,
-            );
-        }
+        v.extend(commit_n(&store, ep, 3).await);
         v
     };
     let keep: HashSet<Uuid> = [ids[3]].into();
@@ -736,16 +734,7 @@ pub async fn batches_in_flight_are_noted_after_a_crash(f: &dyn Fixture) {
     let ep = Uuid::new_v4();
     let (ids, first_due, batch) = {
         let store = f.open().await;
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            ids.push(
-                store
-                    .commit(new_event("acct", None, &[(ep, "seg")]))
-                    .await
-                    .unwrap()
-                    .id,
-            );
-        }
+        let ids = commit_n(&store, ep, 3).await;
         let first_due = store.delivery(ids[0], ep).await.unwrap().unwrap().due_ms;
         let batch = BatchJournal {
             id: Uuid::now_v7(),
