@@ -17,6 +17,13 @@ pub struct LiveEndpoint {
     pub uid: Uuid,
     pub uri: http::Uri,
     pub chain: Vec<Binding>,
+    /// Chains of this endpoint running at once, at most the smallest
+    /// `pool_size` of its plugins (default: the cores). Plugin calls are
+    /// CPU-bound, so more at once buys nothing, and each call over the
+    /// warm pool would instantiate (and then drop) a fresh instance — for
+    /// a CPython or SpiderMonkey component that costs more than the call.
+    /// Async: a delivery waiting here holds no thread.
+    pub chain_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for LiveEndpoint {
@@ -44,9 +51,16 @@ impl LiveEndpoint {
             .iter()
             .map(|p| runtime.bind_for(&spec.account, &p.name, &p.config))
             .collect::<Result<Vec<_>, _>>()?;
+        let at_once = chain
+            .iter()
+            .map(Binding::pool_size)
+            .min()
+            .unwrap_or(1)
+            .max(1);
         Ok(LiveEndpoint {
             uid: spec.uid(),
             uri,
+            chain_slots: Arc::new(tokio::sync::Semaphore::new(at_once)),
             chain,
             spec,
         })

@@ -286,6 +286,7 @@ async fn metrics(state: &AppState) -> Response<Body> {
         plugin_reloads: stats.reloads,
         plugin_load_failures: stats.load_failures,
         plugin_log_lines_dropped: stats.log_lines_dropped,
+        plugin_instances_created: stats.instances_created,
         plugins_loaded: state
             .runtime
             .statuses()

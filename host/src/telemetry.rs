@@ -235,6 +235,7 @@ pub struct Gauges {
     pub plugin_reloads: u64,
     pub plugin_load_failures: u64,
     pub plugin_log_lines_dropped: u64,
+    pub plugin_instances_created: u64,
     pub plugins_loaded: u64,
     pub in_flight: u64,
     pub store_flush: Option<std::sync::Arc<Histogram>>,
@@ -384,6 +385,11 @@ switchyard_scheduled_cancelled_total{{how=\"cancelled\"}} {}\nswitchyard_schedul
             out,
             "# HELP switchyard_plugin_log_lines_dropped_total Plugin log lines dropped over the per-call log budget.\n# TYPE switchyard_plugin_log_lines_dropped_total counter\nswitchyard_plugin_log_lines_dropped_total {}",
             g.plugin_log_lines_dropped
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchyard_plugin_instances_created_total Plugin instances created (instantiated and configured); climbing under steady load means calls outrun the warm pools.\n# TYPE switchyard_plugin_instances_created_total counter\nswitchyard_plugin_instances_created_total {}",
+            g.plugin_instances_created
         );
         out
     }

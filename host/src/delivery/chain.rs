@@ -137,8 +137,13 @@ impl Dispatcher {
             created_ms: event.created_ms,
             payload: event.payload.clone(),
         };
+        // Moved into the blocking task: a call runs to its end (or its
+        // deadline) even when the attempt awaiting it is dropped, and holds
+        // its place until then.
+        let slot = live.chain_slots.clone().acquire_owned().await.ok();
         let start = std::time::Instant::now();
         let end = tokio::task::spawn_blocking(move || -> Result<ChainEnd, PluginError> {
+            let _slot = slot;
             let budget = chain[0].chain_deadline();
             for (i, binding) in chain.iter().enumerate() {
                 if i > 0 && start.elapsed() > budget {

@@ -55,6 +55,10 @@ pub struct RuntimeStats {
     pub reloads: u64,
     pub load_failures: u64,
     pub calls: u64,
+    /// Instances created (instantiated and configured) since start: a
+    /// figure that keeps climbing under steady load means calls outrun
+    /// the warm pools.
+    pub instances_created: u64,
     pub call_errors: u64,
     /// Plugin log lines dropped over the per-call log budget.
     pub log_lines_dropped: u64,
@@ -87,6 +91,8 @@ struct Counters {
     reloads: AtomicU64,
     load_failures: AtomicU64,
     calls: AtomicU64,
+    /// Instances created (instantiated and configured).
+    instances: AtomicU64,
     log_lines_dropped: AtomicU64,
     /// Call errors, one counter per kind (exhaustive by construction).
     errors: EnumMap<PluginErrorKind, AtomicU64>,
@@ -393,7 +399,10 @@ impl Inner {
         };
         store.set_epoch_deadline(self.deadline_ticks(name));
         match plugin.configure(&mut store, config) {
-            Ok(Ok(())) => Ok(Warm { store, plugin }),
+            Ok(Ok(())) => {
+                self.counters.instances.fetch_add(1, Ordering::Relaxed);
+                Ok(Warm { store, plugin })
+            }
             Ok(Err((_, message))) => Err(PluginError::new(
                 &**name,
                 PluginErrorKind::BadConfig,
@@ -907,6 +916,7 @@ impl PluginRuntime {
             reloads: c.reloads.load(Ordering::Relaxed),
             load_failures: c.load_failures.load(Ordering::Relaxed),
             calls: c.calls.load(Ordering::Relaxed),
+            instances_created: c.instances.load(Ordering::Relaxed),
             call_errors: by_kind.iter().map(|(_, n)| n).sum(),
             log_lines_dropped: c.log_lines_dropped.load(Ordering::Relaxed),
             call_errors_by_kind: by_kind,
@@ -918,6 +928,12 @@ impl PluginRuntime {
 }
 
 impl Binding {
+    /// Warm instances kept for this binding (`pool_size`, default the
+    /// cores): the most calls worth running through it at once.
+    pub fn pool_size(&self) -> usize {
+        self.inner.rt.pool_size(&self.inner.name)
+    }
+
     pub fn plugin(&self) -> &str {
         &self.inner.name
     }
