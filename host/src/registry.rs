@@ -18,8 +18,7 @@ pub struct LiveEndpoint {
     pub uri: http::Uri,
     pub chain: Vec<Binding>,
     /// Chains of this endpoint running at once, at most the smallest
-    /// `pool_size` of its plugins (default: the cores). Plugin calls are
-    /// CPU-bound, so more at once buys nothing, and each call over the
+    /// `pool_size` of its plugins (default 4 per core): each call over the
     /// warm pool would instantiate (and then drop) a fresh instance — for
     /// a CPython or SpiderMonkey component that costs more than the call.
     /// Async: a delivery waiting here holds no thread.

@@ -195,12 +195,16 @@ if [[ -n "${POLYGLOT:-}" ]]; then
     cp "$repo/examples/plugins/js/event-filter/event-filter.wasm" "$pdir/js-filter.wasm"
     export PLUGINS_DIR="$pdir" KEEP_PLUGIN_CACHE=1 START_WAIT=6000
     # The limits docs/PLUGINS.md suggests for CPython / SpiderMonkey.
-    export PLUGINS_EXTRA='[plugins.limits.py-filter]
-memory = "64MiB"
-deadline = "100ms"
+    # POLYGLOT_POOL=n sets their pool_size (default: the router's).
+    pool_line=${POLYGLOT_POOL:+pool_size = $POLYGLOT_POOL}
+    export PLUGINS_EXTRA="[plugins.limits.py-filter]
+memory = \"64MiB\"
+deadline = \"100ms\"
+$pool_line
 [plugins.limits.js-filter]
-memory = "64MiB"
-deadline = "100ms"'
+memory = \"64MiB\"
+deadline = \"100ms\"
+$pool_line"
     filter='config = { include = ["license.*"], conditions = [ { pointer = "/meta/valid", equals = true } ] }'
     echo
     step() { [[ -z "${POLYGLOT_STEPS:-}" || " $POLYGLOT_STEPS " == *" $1 "* ]]; } # e.g. POLYGLOT_STEPS="compile two"

@@ -88,7 +88,13 @@ impl Default for RuntimeOptions {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         RuntimeOptions {
             warm_instances: true,
-            max_idle_per_binding: cores.max(2),
+            // Also the most chains an endpoint runs at once (its
+            // `pool_size`): 4 per core, so a cheap plugin's calls are not
+            // held to the latency of a blocking-pool round trip on a busy
+            // box (BENCHMARKS.md, "One chain per core"), while a CPython
+            // endpoint keeps at most 8 warm instances here (the idle byte
+            // budget bounds them all).
+            max_idle_per_binding: (4 * cores).max(8),
             pooling: true,
             pool_instances: 128,
             memory_reservation: None,

@@ -928,8 +928,8 @@ impl PluginRuntime {
 }
 
 impl Binding {
-    /// Warm instances kept for this binding (`pool_size`, default the
-    /// cores): the most calls worth running through it at once.
+    /// Warm instances kept for this binding (`pool_size`, default 4 per
+    /// core): the most calls worth running through it at once.
     pub fn pool_size(&self) -> usize {
         self.inner.rt.pool_size(&self.inner.name)
     }
