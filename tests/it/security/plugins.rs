@@ -386,16 +386,7 @@ pool_size = 64
     );
     let router = Router::start(&config, &[("misbehave", test_plugin("misbehave"))]);
     let c = Client::new();
-    for i in 0..40 {
-        let r = c
-            .post_event(
-                &router,
-                "acct",
-                &event("user.created", json!({"data": {"id": format!("a{i}")}})),
-            )
-            .await;
-        assert_eq!(r.status, 202);
-    }
+    post_accepted(&c, &router, "a", 40).await;
     // Let acct's calls take their places, then post other's events at once.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let url = router.events_url("other");
@@ -477,16 +468,7 @@ async fn calls_beyond_the_warm_pool_wait_instead_of_instantiating() {
         + "\n[plugins.limits.misbehave]\npool_size = 2\n";
     let router = Router::start(&config, &[("misbehave", test_plugin("misbehave"))]);
     let c = Client::new();
-    for i in 0..40 {
-        let r = c
-            .post_event(
-                &router,
-                "acct",
-                &event("user.created", json!({"data": {"id": format!("s{i}")}})),
-            )
-            .await;
-        assert_eq!(r.status, 202);
-    }
+    post_accepted(&c, &router, "s", 40).await;
     let start = Instant::now();
     while rx.count() < 40 && start.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -507,4 +489,22 @@ async fn calls_beyond_the_warm_pool_wait_instead_of_instantiating() {
         (1..=3).contains(&created),
         "{created} instances created for 40 calls with pool_size 2"
     );
+}
+
+/// Posts `n` `user.created` events to `acct` (ids `<prefix>0`…), each
+/// answered 202.
+async fn post_accepted(c: &Client, router: &Router, prefix: &str, n: usize) {
+    for i in 0..n {
+        let r = c
+            .post_event(
+                router,
+                "acct",
+                &event(
+                    "user.created",
+                    json!({"data": {"id": format!("{prefix}{i}")}}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, 202);
+    }
 }
