@@ -65,7 +65,8 @@ pub struct RuntimeOptions {
     /// (default). `false` instantiates and configures a fresh instance for
     /// every call (measured in `BENCHMARKS.md`).
     pub warm_instances: bool,
-    /// Most idle warm instances kept per binding (per plugin version).
+    /// Most idle warm instances kept per binding (per plugin version), and
+    /// the most chains an endpoint runs at once (`pool_size` overrides it).
     pub max_idle_per_binding: usize,
     /// Use wasmtime's pooling allocator (falls back to on-demand allocation
     /// when the pool cannot be reserved).
@@ -91,7 +92,7 @@ impl Default for RuntimeOptions {
             // Also the most chains an endpoint runs at once (its
             // `pool_size`): 4 per core, so a cheap plugin's calls are not
             // held to the latency of a blocking-pool round trip on a busy
-            // box (BENCHMARKS.md, "One chain per core"), while a CPython
+            // box (BENCHMARKS.md, "Plugin calls wait for a warm instance"), while a CPython
             // endpoint keeps at most 8 warm instances here (the idle byte
             // budget bounds them all).
             max_idle_per_binding: (4 * cores).max(8),
