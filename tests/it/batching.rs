@@ -29,22 +29,13 @@ fn delivery<'a>(ev: &'a Value, endpoint: &str) -> &'a Value {
 }
 
 async fn post(c: &Client, router: &Router, n: usize, tag: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let r = c
-            .post_event(
-                router,
-                "acct",
-                &event(
-                    "license.validation.succeeded",
-                    license_doc(&format!("lic-{tag}-{i}"), "ACTIVE"),
-                ),
-            )
-            .await;
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
-        ids.push(r.json()["data"]["id"].as_str().unwrap().to_string());
-    }
-    ids
+    c.post_events(router, "acct", n, |i| {
+        event(
+            "license.validation.succeeded",
+            license_doc(&format!("lic-{tag}-{i}"), "ACTIVE"),
+        )
+    })
+    .await
 }
 
 fn segment_endpoint(id: &str, url: &str, batch: &str) -> String {

@@ -558,6 +558,24 @@ impl Client {
         )
         .await
     }
+
+    /// POSTs `n` events to `account`, `body(i)` the i-th, each answered
+    /// 202; returns their ids in order.
+    pub async fn post_events(
+        &self,
+        router: &Router,
+        account: &str,
+        n: usize,
+        body: impl Fn(usize) -> serde_json::Value,
+    ) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let r = self.post_event(router, account, &body(i)).await;
+            assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+            ids.push(r.json()["data"]["id"].as_str().unwrap().to_string());
+        }
+        ids
+    }
 }
 
 /// Posts `{"event": kind, "payload": {"data": {"id": key}}}` with the test
