@@ -107,7 +107,12 @@ class Dash:
         self.d.get(BASE + path)
 
     def h1(self):
-        return self.d.find_element(By.TAG_NAME, "h1").text
+        """The page's heading, or "" while a navigation replaces the page
+        (the element can go stale between finding and reading it)."""
+        try:
+            return self.d.find_element(By.TAG_NAME, "h1").text
+        except WebDriverException:
+            return ""
 
     def text(self):
         end = time.time() + 10
