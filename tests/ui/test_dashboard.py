@@ -26,7 +26,12 @@ import urllib.parse
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, WebDriverException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -99,7 +104,11 @@ def make_driver():
 class Dash:
     def __init__(self):
         self.d = make_driver()
-        self.wait = WebDriverWait(self.d, 15)
+        # A condition that reads an element the page just replaced (a form's
+        # answer, a re-rendered list) is looked at again, not a failure.
+        self.wait = WebDriverWait(
+            self.d, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
         os.makedirs(SHOTS, exist_ok=True)
         self.step = "start"
 
